@@ -1,0 +1,35 @@
+"""rememr1: long-document question answering with a revisitable-memory agent (ReMemR1),
+its baselines, benchmarks and RL training.
+
+    from rememr1 import Agent, SamplingParams, load_backend
+    agent = Agent(load_backend("llamacpp"), method="rememr1")
+    print(agent.answer(document_text, "Which company built the ship?").answer)
+"""
+
+from .agent import METHODS, Agent, AgentConfig, AgentState, Episode, transition
+from .backends import load_backend
+from .backends.base import Backend, ChatRequest, Generation, SamplingParams
+from .errors import BackendError, InputError, RememrError
+from .records import AnswerResult, RecallHit, StepRecord
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "Agent",
+    "AgentConfig",
+    "AgentState",
+    "AnswerResult",
+    "Backend",
+    "BackendError",
+    "ChatRequest",
+    "Episode",
+    "Generation",
+    "InputError",
+    "RecallHit",
+    "RememrError",
+    "SamplingParams",
+    "StepRecord",
+    "load_backend",
+    "transition",
+]

@@ -1,0 +1,235 @@
+"""The `rememr1` command line.
+
+    rememr1 ask REPORT.txt -q "Which company built the ship?"          # built-in model, CPU
+    rememr1 ask book.md -q "..." --backend openai --base-url http://127.0.0.1:8000/v1 --model M
+    cat doc.txt | rememr1 ask - -q "..." --backend hf --model ./ckpt --method memagent --trace t.jsonl
+
+Errors that are the user's or the environment's (missing file, empty document, server
+down, ...) print one line `error: ...` on stderr and exit non-zero; see `errors.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import InputError, RememrError
+
+app = typer.Typer(
+    help="Answer questions over very long documents with a revisitable-memory agent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True, highlight=False)
+
+
+def read_document(path: str, encoding: str = "utf-8") -> str:
+    """Read a document from a path or '-' (stdin) with a clear error for every failure."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+            where = "standard input"
+        else:
+            p = Path(path)
+            if not p.exists():
+                raise InputError(f"no such file: {path}")
+            if p.is_dir():
+                raise InputError(f"{path} is a directory, not a document")
+            data = p.read_bytes()
+            where = path
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{where} is not valid {encoding} text (byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}); convert it to UTF-8 or pass --encoding"
+        ) from None
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r}") from None
+    if not text.strip():
+        raise InputError(f"the document {where} is empty")
+    return text
+
+
+def backend_options(
+    backend: str, model: Optional[str], base_url: Optional[str], api_key: Optional[str],
+    dtype: str, device: str, concurrency: int, timeout: float, tokenizer: Optional[str],
+):
+    from .backends import load_backend
+
+    return load_backend(
+        backend,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        dtype=dtype,
+        device=device,
+        concurrency=concurrency,
+        timeout=timeout,
+        tokenizer=tokenizer,
+    )
+
+
+# Options shared by `ask`, `eval` and `train`, declared once.
+BackendOpt = typer.Option("llamacpp", "--backend", "-b", help="llamacpp | hf | openai")
+ModelOpt = typer.Option(
+    None, "--model", "-m",
+    help="GGUF file (llamacpp), HF directory or .gguf (hf), or the server's model name "
+    "(openai). Default: the built-in SmolLM2-135M-Instruct.",
+)
+BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+ApiKeyOpt = typer.Option(None, "--api-key", help="API key for --backend openai (default $OPENAI_API_KEY)")
+DtypeOpt = typer.Option("auto", "--dtype", help="hf: auto | float32 | bfloat16 | float16")
+DeviceOpt = typer.Option("auto", "--device", help="hf: auto | cpu | cuda")
+ConcurrencyOpt = typer.Option(4, "--concurrency", help="requests in flight at once")
+TimeoutOpt = typer.Option(600.0, "--timeout", help="seconds per request (openai)")
+TokenizerOpt = typer.Option(None, "--tokenizer", help="openai: local tokenizer (HF dir or .gguf) used for chunking")
+
+
+@app.command()
+def ask(
+    document: str = typer.Argument(..., help="Document file, or - for standard input."),
+    question: str = typer.Option(..., "--question", "-q", help="The question to answer."),
+    backend: str = BackendOpt,
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    method: str = typer.Option("rememr1", "--method", help="rememr1 | memagent | rule-callback | full-context | rag"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="tokens per chunk (default 5000, shrunk to fit the model's window)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="token budget per step (default 2048 rememr1, 1024 memagent)"),
+    max_context_tokens: Optional[int] = typer.Option(None, "--max-context-tokens", help="cap on document tokens (keeps the first and last halves)"),
+    retriever: str = typer.Option("tfidf", "--retriever", help="tfidf | bm25 | overlap | dense"),
+    top_k: int = typer.Option(1, "--top-k", help="memories recalled per query"),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    seed: Optional[int] = typer.Option(0, "--seed", help="sampling seed (per step, independent of batching)"),
+    fallback: str = typer.Option("keep", "--fallback", help="memory when a reply has no <update>: keep | reply | empty"),
+    templates: Optional[str] = typer.Option(None, "--templates", help="directory with replacement prompt templates"),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="write one JSON line per step, then the result"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show each step's memory and recall"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    encoding: str = typer.Option("utf-8", "--encoding", help="document encoding"),
+    dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
+    concurrency: int = ConcurrencyOpt,
+    timeout: float = TimeoutOpt,
+    tokenizer: Optional[str] = TokenizerOpt,
+) -> None:
+    """Answer QUESTION about DOCUMENT; the answer goes to stdout."""
+    from .agent import Agent
+    from .progress import StepProgress
+
+    text = read_document(document, encoding)
+    if not question.strip():
+        raise InputError("the question is empty")
+    be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
+    with be:
+        agent = Agent(
+            be,
+            method=method,
+            chunk_size=chunk_size,
+            retriever=retriever,
+            top_k=top_k,
+            max_context_tokens=max_context_tokens,
+            fallback=fallback,
+            templates=templates,
+            sampling=make_sampling(method, max_new_tokens, temperature, top_p, seed),
+        )
+        episode = agent.episode(text, question)
+        trace_file = _open_trace(trace)
+        try:
+            with StepProgress(episode.n_steps, console=err, disable=quiet) as progress:
+
+                def on_step(ep, rec):
+                    if trace_file:
+                        trace_file.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
+                        trace_file.flush()
+                    if verbose:
+                        _show_step(rec, progress.console)
+                    progress.advance(rec)
+
+                result = agent.run([episode], on_step=on_step)[0]
+            if trace_file:
+                trace_file.write(json.dumps(result.summary_json(), ensure_ascii=False) + "\n")
+        finally:
+            if trace_file:
+                trace_file.close()
+    if result.error:
+        err.print(f"warning: {result.error}")
+    if result.answer is None:
+        err.print("note: the model gave no \\boxed{} answer; showing its raw final reply")
+        print(result.response.strip())
+    else:
+        print(result.answer)
+    if verbose:
+        u = result.usage
+        err.print(
+            f"{result.n_chunks} chunks of {agent.chunk_size} tokens, {result.document_tokens} "
+            f"document tokens; {u.prompt_tokens} prompt + {u.completion_tokens} completion "
+            f"tokens; {u.seconds:.1f} s ({u.model_seconds:.1f} s in the model)"
+        )
+
+
+def make_sampling(method: str, max_new_tokens, temperature: float, top_p: float, seed):
+    """Sampling settings from CLI options; the token budget defaults per method."""
+    from .agent import get_method
+    from .backends.base import SamplingParams
+
+    return SamplingParams(
+        max_new_tokens=max_new_tokens or get_method(method).default_max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+    )
+
+
+def _open_trace(path: Optional[Path]):
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write trace file {path}: {e.strerror or e}") from None
+
+
+def _show_step(rec, console: Console) -> None:
+    def short(s: str, n: int = 400) -> str:
+        s = " ".join(s.split())
+        return s if len(s) <= n else s[: n - 1] + "…"
+
+    if rec.kind == "memory":
+        console.print(f"[bold]step {rec.step + 1}[/] tokens {rec.chunk_span} ({rec.finish_reason})")
+        console.print(f"  memory: {short(rec.memory_after)}", markup=False)
+        if rec.recall_query:
+            console.print(f"  recall: {short(rec.recall_query, 200)}", markup=False)
+            for h in rec.recall_hits:
+                console.print(f"    hit from step {h.step + 1} (score {h.score:.3f}): {short(h.text, 200)}", markup=False)
+    else:
+        console.print(f"[bold]final[/] answer: {rec.answer!r} ({rec.finish_reason})")
+
+
+def main() -> None:
+    """Entry point: run the app, turning RememrError into a one-line message."""
+    try:
+        app()
+    except RememrError as e:
+        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The error policy: every user mistake or environment problem is a `RememrError`.
+
+The CLI catches these and prints their message as one line (exit code 2 for bad input,
+1 for a failing model/server); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RememrError(Exception):
+    """Base class for errors that are reported to the user as one line."""
+
+    exit_code = 1
+
+
+class InputError(RememrError):
+    """Bad user input: missing/unreadable file, empty document or question, bad option."""
+
+    exit_code = 2
+
+
+class BackendError(RememrError):
+    """A model backend failed: unknown model path, server down, timeout, bad reply."""
+
+    exit_code = 1
