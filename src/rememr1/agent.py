@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from .backends.base import Backend, ChatRequest, Generation, SamplingParams
@@ -188,13 +188,17 @@ class Episode:
         *,
         index: int = 0,
         sample_id: str | None = None,
+        tag: object = None,
     ) -> None:
+        """`index` seeds the per-step sampling; `tag` is any object the caller wants to
+        find on the episode again (evaluation keeps its sample there)."""
         if not question or not question.strip():
             raise InputError("the question is empty")
         self.agent = agent
         self.question = question.strip()
         self.index = index
         self.sample_id = sample_id
+        self.tag = tag
         self.method = agent.method
         self.state = AgentState()
         self.records: list[StepRecord] = []
@@ -436,28 +440,41 @@ class Agent:
         )
 
     def episode(
-        self, document: str | Iterable[str], question: str, *, index: int = 0, sample_id=None
-    ) -> Episode:
-        return Episode(self, document, question, index=index, sample_id=sample_id)
-
-    def run(
         self,
-        episodes: Sequence[Episode],
+        document: str | Iterable[str],
+        question: str,
+        *,
+        index: int = 0,
+        sample_id: str | None = None,
+        tag: object = None,
+    ) -> Episode:
+        return Episode(self, document, question, index=index, sample_id=sample_id, tag=tag)
+
+    def run_iter(
+        self,
+        episodes: Iterable[Episode],
         *,
         on_step: StepCallback | None = None,
-        on_done: Callable[[Episode], None] | None = None,
         max_batch: int | None = None,
-    ) -> list[AnswerResult]:
-        """Drive episodes to completion in lockstep rounds (see module docstring).
+    ) -> Iterator[Episode]:
+        """Drive episodes to completion in lockstep rounds (see module docstring),
+        yielding each as soon as it finishes.
 
-        `max_batch` caps how many episodes are in flight; the rest wait their turn.
+        `episodes` is consumed lazily: at most `max_batch` are in flight (all, if None),
+        so a generator of episodes never tokenises more documents than it needs to.
         """
-        waiting = list(episodes)
+        source = iter(episodes)
         active: list[Episode] = []
-        limit = max_batch or len(waiting) or 1
-        while waiting or active:
-            while waiting and len(active) < limit:
-                active.append(waiting.pop(0))
+        exhausted = False
+        while True:
+            while not exhausted and (max_batch is None or len(active) < max_batch):
+                ep = next(source, None)
+                if ep is None:
+                    exhausted = True
+                else:
+                    active.append(ep)
+            if not active:
+                return
             requests = [e.next_request() for e in active]
             gens = self.backend.generate(requests, self.sampling)
             if len(gens) != len(requests):
@@ -471,11 +488,21 @@ class Agent:
                 if on_step is not None:
                     on_step(ep, rec)
                 if ep.done:
-                    if on_done is not None:
-                        on_done(ep)
+                    yield ep
                 else:
                     still.append(ep)
             active = still
+
+    def run(
+        self,
+        episodes: Sequence[Episode],
+        *,
+        on_step: StepCallback | None = None,
+        max_batch: int | None = None,
+    ) -> list[AnswerResult]:
+        """Run episodes to completion; results in the order given."""
+        for _ in self.run_iter(episodes, on_step=on_step, max_batch=max_batch):
+            pass
         return [e.result() for e in episodes]
 
     def answer(

@@ -180,6 +180,97 @@ def ask(
         )
 
 
+@app.command("eval")
+def eval_cmd(
+    inputs: list[str] = typer.Argument(..., help="Data files or globs (schemas A–D), or with --report a run directory."),
+    method: str = typer.Option("rememr1", "--method", help="comma-separated: rememr1,memagent,rule-callback,full-context,rag"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (results are appended; reruns resume)"),
+    report: bool = typer.Option(False, "--report", help="only rebuild the table and plot of a run directory"),
+    scoring: str = typer.Option("strict", "--scoring", help="strict (any alias, failures wrong) | official (first alias, failures dropped)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N items of each file"),
+    hotpot_dev: Optional[str] = typer.Option(None, "--hotpot-dev", help="HotpotQA dev JSON, to rebuild index-only MemAgent contexts"),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="rerun items recorded with an error"),
+    backend: str = BackendOpt,
+    model: Optional[str] = ModelOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+    max_context_tokens: Optional[int] = typer.Option(None, "--max-context-tokens"),
+    retriever: str = typer.Option("tfidf", "--retriever"),
+    top_k: int = typer.Option(1, "--top-k"),
+    temperature: float = typer.Option(0.7, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    seed: Optional[int] = typer.Option(0, "--seed"),
+    fallback: str = typer.Option("keep", "--fallback"),
+    templates: Optional[str] = typer.Option(None, "--templates"),
+    quiet: bool = typer.Option(False, "--quiet"),
+    dtype: str = DtypeOpt,
+    device: str = DeviceOpt,
+    concurrency: int = ConcurrencyOpt,
+    timeout: float = TimeoutOpt,
+    tokenizer: Optional[str] = TokenizerOpt,
+) -> None:
+    """Evaluate methods on data files; one JSON line per item, a table and a plot at the end."""
+    import glob
+
+    from .agent import Agent, get_method
+    from .eval import run_eval, write_report
+    from .progress import StepProgress
+
+    if report:
+        if len(inputs) != 1:
+            raise InputError("--report takes exactly one run directory")
+        table, _ = write_report(out or inputs[0], mode=scoring)
+        print(table)
+        return
+    if out is None:
+        raise InputError("--out is required (the run directory for results)")
+    if scoring not in ("strict", "official"):
+        raise InputError(f"unknown scoring {scoring!r}; choose strict or official")
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)
+    files: list[str] = []
+    for pattern in inputs:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches:
+            raise InputError(f"no files match {pattern}")
+        for f in matches:
+            if not Path(f).is_file():
+                raise InputError(f"no such file: {f}")
+            files.append(f)
+    be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
+    config = {
+        "backend": backend, "model": be.model_name, "chunk_size": chunk_size,
+        "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
+        "retriever": retriever, "top_k": top_k, "temperature": temperature, "top_p": top_p,
+        "seed": seed, "fallback": fallback, "templates": templates,
+    }
+
+    def make_agent(m: str) -> Agent:
+        return Agent(
+            be, method=m, chunk_size=chunk_size, retriever=retriever, top_k=top_k,
+            max_context_tokens=max_context_tokens, fallback=fallback, templates=templates,
+            sampling=make_sampling(m, max_new_tokens, temperature, top_p, seed),
+        )
+
+    with be, StepProgress(0, console=err, disable=quiet, label="items") as progress:
+        correct = [0, 0]
+
+        def on_item(line):
+            correct[0] += line["judge_sub_em"] >= 1
+            correct[1] += 1
+            progress.advance(info=f"{line['method']} acc {100 * correct[0] / correct[1]:.1f}%")
+
+        run_eval(files, make_agent=make_agent, methods=methods, out_dir=out, config=config,
+                 limit=limit, concurrency=concurrency, hotpot_dev=hotpot_dev,
+                 retry_errors=retry_errors, on_item=on_item, on_total=progress.add_total)
+    table, _ = write_report(out, mode=scoring)
+    print(table)
+    err.print(f"results in {out} (report.md, summary.json, accuracy.png)")
+
+
 def make_sampling(method: str, max_new_tokens, temperature: float, top_p: float, seed):
     """Sampling settings from CLI options; the token budget defaults per method."""
     from .agent import get_method
