@@ -94,6 +94,39 @@ DeviceOpt = typer.Option("auto", "--device", help="hf: auto | cpu | cuda")
 ConcurrencyOpt = typer.Option(4, "--concurrency", help="requests in flight at once")
 TimeoutOpt = typer.Option(600.0, "--timeout", help="seconds per request (openai)")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="openai: local tokenizer (HF dir or .gguf) used for chunking")
+ChunkSizeOpt = typer.Option(None, "--chunk-size", help="tokens per chunk (default 5000, shrunk to fit the model's window)")
+MaxNewOpt = typer.Option(None, "--max-new-tokens", help="token budget per step (default 2048 rememr1, 1024 memagent)")
+MaxContextOpt = typer.Option(None, "--max-context-tokens", help="cap on document tokens (keeps the first and last halves)")
+RetrieverOpt = typer.Option("tfidf", "--retriever", help="tfidf | bm25 | overlap | dense")
+TopKOpt = typer.Option(1, "--top-k", help="memories recalled per query")
+TemperatureOpt = typer.Option(0.7, "--temperature")
+TopPOpt = typer.Option(0.95, "--top-p")
+SeedOpt = typer.Option(0, "--seed", help="sampling seed (per step, independent of batching)")
+FallbackOpt = typer.Option("keep", "--fallback", help="memory when a reply has no <update>: keep | reply | empty")
+TemplatesOpt = typer.Option(None, "--templates", help="directory with replacement prompt templates")
+QuietOpt = typer.Option(False, "--quiet", help="no progress bar")
+
+
+AGENT_OPTIONS = ("chunk_size", "max_new_tokens", "max_context_tokens", "retriever", "top_k",
+                 "temperature", "top_p", "seed", "fallback", "templates")
+
+
+def build_agent(be, method: str, *, chunk_size, max_new_tokens, max_context_tokens, retriever,
+                top_k, temperature, top_p, seed, fallback, templates):
+    """The agent for one method from command-line options (shared by ask and eval)."""
+    from .agent import Agent
+
+    return Agent(
+        be,
+        method=method,
+        chunk_size=chunk_size,
+        retriever=retriever,
+        top_k=top_k,
+        max_context_tokens=max_context_tokens,
+        fallback=fallback,
+        templates=templates,
+        sampling=make_sampling(method, max_new_tokens, temperature, top_p, seed),
+    )
 
 
 @app.command()
@@ -105,19 +138,19 @@ def ask(
     base_url: Optional[str] = BaseUrlOpt,
     api_key: Optional[str] = ApiKeyOpt,
     method: str = typer.Option("rememr1", "--method", help="rememr1 | memagent | rule-callback | full-context | rag"),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="tokens per chunk (default 5000, shrunk to fit the model's window)"),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="token budget per step (default 2048 rememr1, 1024 memagent)"),
-    max_context_tokens: Optional[int] = typer.Option(None, "--max-context-tokens", help="cap on document tokens (keeps the first and last halves)"),
-    retriever: str = typer.Option("tfidf", "--retriever", help="tfidf | bm25 | overlap | dense"),
-    top_k: int = typer.Option(1, "--top-k", help="memories recalled per query"),
-    temperature: float = typer.Option(0.7, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    seed: Optional[int] = typer.Option(0, "--seed", help="sampling seed (per step, independent of batching)"),
-    fallback: str = typer.Option("keep", "--fallback", help="memory when a reply has no <update>: keep | reply | empty"),
-    templates: Optional[str] = typer.Option(None, "--templates", help="directory with replacement prompt templates"),
+    chunk_size: Optional[int] = ChunkSizeOpt,
+    max_new_tokens: Optional[int] = MaxNewOpt,
+    max_context_tokens: Optional[int] = MaxContextOpt,
+    retriever: str = RetrieverOpt,
+    top_k: int = TopKOpt,
+    temperature: float = TemperatureOpt,
+    top_p: float = TopPOpt,
+    seed: Optional[int] = SeedOpt,
+    fallback: str = FallbackOpt,
+    templates: Optional[str] = TemplatesOpt,
     trace: Optional[Path] = typer.Option(None, "--trace", help="write one JSON line per step, then the result"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show each step's memory and recall"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    quiet: bool = QuietOpt,
     encoding: str = typer.Option("utf-8", "--encoding", help="document encoding"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
@@ -126,25 +159,16 @@ def ask(
     tokenizer: Optional[str] = TokenizerOpt,
 ) -> None:
     """Answer QUESTION about DOCUMENT; the answer goes to stdout."""
-    from .agent import Agent
     from .progress import StepProgress
+
+    agent_opts = {k: v for k, v in locals().items() if k in AGENT_OPTIONS}
 
     text = read_document(document, encoding)
     if not question.strip():
         raise InputError("the question is empty")
     be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
     with be:
-        agent = Agent(
-            be,
-            method=method,
-            chunk_size=chunk_size,
-            retriever=retriever,
-            top_k=top_k,
-            max_context_tokens=max_context_tokens,
-            fallback=fallback,
-            templates=templates,
-            sampling=make_sampling(method, max_new_tokens, temperature, top_p, seed),
-        )
+        agent = build_agent(be, method, **agent_opts)
         episode = agent.episode(text, question)
         trace_file = _open_trace(trace)
         try:
@@ -194,17 +218,17 @@ def eval_cmd(
     model: Optional[str] = ModelOpt,
     base_url: Optional[str] = BaseUrlOpt,
     api_key: Optional[str] = ApiKeyOpt,
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size"),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
-    max_context_tokens: Optional[int] = typer.Option(None, "--max-context-tokens"),
-    retriever: str = typer.Option("tfidf", "--retriever"),
-    top_k: int = typer.Option(1, "--top-k"),
-    temperature: float = typer.Option(0.7, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    seed: Optional[int] = typer.Option(0, "--seed"),
-    fallback: str = typer.Option("keep", "--fallback"),
-    templates: Optional[str] = typer.Option(None, "--templates"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    chunk_size: Optional[int] = ChunkSizeOpt,
+    max_new_tokens: Optional[int] = MaxNewOpt,
+    max_context_tokens: Optional[int] = MaxContextOpt,
+    retriever: str = RetrieverOpt,
+    top_k: int = TopKOpt,
+    temperature: float = TemperatureOpt,
+    top_p: float = TopPOpt,
+    seed: Optional[int] = SeedOpt,
+    fallback: str = FallbackOpt,
+    templates: Optional[str] = TemplatesOpt,
+    quiet: bool = QuietOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
     concurrency: int = ConcurrencyOpt,
@@ -241,19 +265,11 @@ def eval_cmd(
                 raise InputError(f"no such file: {f}")
             files.append(f)
     be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
-    config = {
-        "backend": backend, "model": be.model_name, "chunk_size": chunk_size,
-        "max_new_tokens": max_new_tokens, "max_context_tokens": max_context_tokens,
-        "retriever": retriever, "top_k": top_k, "temperature": temperature, "top_p": top_p,
-        "seed": seed, "fallback": fallback, "templates": templates,
-    }
+    agent_opts = {k: v for k, v in locals().items() if k in AGENT_OPTIONS}
+    config = {"backend": backend, "model": be.model_name, **agent_opts}
 
     def make_agent(m: str) -> Agent:
-        return Agent(
-            be, method=m, chunk_size=chunk_size, retriever=retriever, top_k=top_k,
-            max_context_tokens=max_context_tokens, fallback=fallback, templates=templates,
-            sampling=make_sampling(m, max_new_tokens, temperature, top_p, seed),
-        )
+        return build_agent(be, m, **agent_opts)
 
     with be, StepProgress(0, console=err, disable=quiet, label="items") as progress:
         correct = [0, 0]

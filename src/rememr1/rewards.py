@@ -1,0 +1,333 @@
+r"""Multi-level rewards of ReMemR1 (SPEC §3), as plain functions over `StepRecord` lists.
+
+For one rollout of a question with gold aliases Y, memory steps t = 0..T-1 and the final
+step T:
+
+* outcome ``R_out`` = best match of the final answer against Y (EM, or F1 as an option);
+* memory gain ``r_mem,t`` = R(new memory) - R(previous memory);
+* callback bonus ``r_cb,t`` = R(retrieved + what the step saw) - R(what the step saw);
+* format ``r_fmt,t`` in {0, 1};
+* state reward ``R_state,t`` = r_mem,t + r_cb,t + r_fmt,t (final step: format only);
+
+where R(text) = max over y in Y of `word_recall(y, text)`, the fraction of y's words found
+in the text. The outcome reward feeds the outcome advantage, the state rewards the
+per-step advantage (`rememr1.rl.advantages`).
+
+How the SPEC's symbols map onto `StepRecord` fields (step t is one model call):
+
+* new memory ``m_t`` -> ``memory_after``; previous memory ``m_{t-1}`` -> ``memory_before``
+  (the memory the step's prompt showed). The agent records the memory text itself here,
+  "" when there is none, never the "No previous memory" placeholder.
+* "retrieved" in the callback bonus -> ``recall_hits``: the memories that *this step's*
+  ``<recall>`` query fetched (they are shown to the next step). ``recalled_in`` was
+  fetched by the previous step's query; crediting it here would reward step t for an
+  action it did not take.
+* "what the step saw" (the SPEC's ``m_t ∪ c_t``, the current memory and chunk) ->
+  ``memory_before`` + ``recalled_in`` + ``chunk``: everything the step's prompt showed
+  apart from the question and instructions. The recalled memory is part of the agent's
+  current memory state (SPEC §2: the state is the memory *and* the recalled memory), and
+  leaving it out would pay a policy again and again for repeating one query each step and
+  fetching what is already on its screen. A retrieval earns a bonus only for answer words
+  the step had no other way to see. The official code measures against its whole prompt
+  (question included), which agrees on this point.
+
+The official training code differs in several ways; each is a switch in `RewardConfig`,
+off by default, so a run can reproduce it (`RewardConfig.official()` turns them all on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+from .metrics import (
+    OFFICIAL_BOXED_TAIL_CHARS,
+    exact_match,
+    extract_boxed,
+    f1_score,
+    normalize_answer,
+)
+from .records import FINAL_STEP, MEMORY_STEP, StepRecord
+
+OUTCOME_METRICS = ("em", "f1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardConfig:
+    """How rewards are computed. Every official-code deviation is a switch, off by default.
+
+    outcome_metric -- "em" (default): exact match after normalisation, best over the gold
+        aliases; "f1": best token-overlap F1 instead.
+    average_aliases -- official: the word-recall terms (memory gain, callback bonus) take
+        the *mean* over gold aliases instead of the max, so a question with aliases
+        ["United States", "USA"] can never reach full recall. The official outcome reward
+        still takes the max, and so does ours under this switch.
+    mem_gain_without_previous -- official: the "previous memory" term never matches in
+        the official code (its pattern cannot span the newlines around the memory), so
+        r_mem is the plain recall of the new memory, R(m_t), and a memory that merely keeps
+        the answer words it already had is paid again at every step.
+    double_state_advantage -- official: the per-step advantage is effectively counted
+        twice, a 0.8 / 0.4 mix instead of 0.8 / 0.2 for alpha = 0.8. This is applied where
+        advantages are mixed: pass it as ``double_state=`` to
+        `rememr1.rl.advantages.group_advantages` / `mix_advantages`; rewards ignore it.
+    no_recall_format -- official: the memory-step format reward checks the <update> block
+        only; replies with several <recall> blocks are not penalised.
+    case_sensitive_substring_match -- official: word recall splits the gold answer on
+        whitespace without normalising and tests each word with a case-sensitive substring
+        search of the text ("art" is found in "Martin", "Paris," is not found in "paris").
+        Default: normalised words (SPEC §6) looked up in the set of normalised words of
+        the text.
+    boxed_tail_only -- official: the final answer is looked for only in the last 300
+        characters of the final reply; a long reply whose \boxed{} comes earlier scores 0.
+        (The format reward still uses the agent's own parse of the whole reply.)
+    callback_against_prompt -- official, and not in SPEC §3's list: the callback bonus is
+        max(0, R(retrieved) - R(prompt)), the retrieved memory *alone* against the whole
+        prompt text (question and instructions included, from ``messages``), instead of
+        R(retrieved + seen) - R(seen). Our prompt wording differs from the official one,
+        so this reproduces the form of their term, not its exact values.
+    """
+
+    outcome_metric: str = "em"
+    average_aliases: bool = False
+    mem_gain_without_previous: bool = False
+    double_state_advantage: bool = False
+    no_recall_format: bool = False
+    case_sensitive_substring_match: bool = False
+    boxed_tail_only: bool = False
+    callback_against_prompt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.outcome_metric not in OUTCOME_METRICS:
+            raise ValueError(
+                f"unknown outcome metric {self.outcome_metric!r}; choose one of: "
+                + ", ".join(OUTCOME_METRICS)
+            )
+
+    @classmethod
+    def official(cls, **overrides) -> RewardConfig:
+        """Every official-code switch on (then `overrides` applied)."""
+        switches = {f.name: True for f in fields(cls) if f.type in (bool, "bool")}
+        return cls(**{**switches, **overrides})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+_DEFAULT = RewardConfig()
+
+
+def _golds(golds: str | Sequence[str]) -> list[str]:
+    aliases = [golds] if isinstance(golds, str) else [str(g) for g in golds]
+    if not aliases:
+        raise ValueError("no gold answers given")
+    return aliases
+
+
+def _join(*texts: str) -> str:
+    # Newline-separated so no word (and, in substring mode, no match) spans two parts.
+    return "\n".join(t for t in texts if t)
+
+
+def word_recall(answer: str, text: str, cfg: RewardConfig | None = None) -> float:
+    """Fraction of the words of `answer` found in `text` (repeated words count each time).
+
+    Default: normalised words of `answer`, each looked up in the set of normalised words of
+    `text`. `cfg.case_sensitive_substring_match`: raw whitespace-separated words, each
+    searched for as a case-sensitive substring of `text` (the official behaviour). An
+    answer with no words scores 0.
+    """
+    cfg = cfg or _DEFAULT
+    if cfg.case_sensitive_substring_match:
+        words = answer.split()
+        if not words:
+            return 0.0
+        return sum(1 for w in words if w in text) / len(words)
+    words = normalize_answer(answer).split()
+    if not words:
+        return 0.0
+    vocab = set(normalize_answer(text).split())
+    return sum(1 for w in words if w in vocab) / len(words)
+
+
+def answer_recall(golds: str | Sequence[str], text: str, cfg: RewardConfig | None = None) -> float:
+    """R(text): the best (default) or mean (`cfg.average_aliases`) word recall over the
+    gold aliases."""
+    cfg = cfg or _DEFAULT
+    values = [word_recall(y, text, cfg) for y in _golds(golds)]
+    return sum(values) / len(values) if cfg.average_aliases else max(values)
+
+
+def outcome_reward(
+    answer: str | None, golds: str | Sequence[str], cfg: RewardConfig | None = None
+) -> float:
+    """R_out: exact match (or F1) of the final answer, best over the gold aliases; 0 when
+    no answer was extracted."""
+    cfg = cfg or _DEFAULT
+    aliases = _golds(golds)
+    if answer is None:
+        return 0.0
+    if cfg.outcome_metric == "f1":
+        return f1_score(answer, aliases)
+    return exact_match(answer, aliases)
+
+
+def memory_gain(
+    step: StepRecord, golds: str | Sequence[str], cfg: RewardConfig | None = None
+) -> float:
+    """r_mem,t = R(memory_after) - R(memory_before); 0 for the final step.
+
+    Negative when the new memory lost answer words the previous one had.
+    `cfg.mem_gain_without_previous`: R(memory_after) alone.
+    """
+    cfg = cfg or _DEFAULT
+    if step.kind != MEMORY_STEP:
+        return 0.0
+    gained = answer_recall(golds, step.memory_after, cfg)
+    if cfg.mem_gain_without_previous:
+        return gained
+    return gained - answer_recall(golds, step.memory_before, cfg)
+
+
+def _seen_text(step: StepRecord) -> str:
+    return _join(step.memory_before, *(h.text for h in step.recalled_in), step.chunk)
+
+
+def _prompt_text(step: StepRecord) -> str:
+    parts = []
+    for msg in step.messages:
+        content = msg.get("content", "")
+        if isinstance(content, str):
+            parts.append(content)
+    return _join(*parts) if parts else _seen_text(step)
+
+
+def callback_bonus(
+    step: StepRecord, golds: str | Sequence[str], cfg: RewardConfig | None = None
+) -> float:
+    """r_cb,t: the answer words this step's recall query fetched that the step could not
+    already see; 0 for the final step and for a step that retrieved nothing.
+
+    Default: R(recall_hits + seen) - R(seen), seen = memory_before + recalled_in + chunk
+    (see the module docstring for why these fields). Never negative.
+    `cfg.callback_against_prompt`: max(0, R(recall_hits) - R(whole prompt)).
+    """
+    cfg = cfg or _DEFAULT
+    if step.kind != MEMORY_STEP or not step.recall_hits:
+        return 0.0
+    retrieved = _join(*(h.text for h in step.recall_hits))
+    if cfg.callback_against_prompt:
+        return max(
+            0.0,
+            answer_recall(golds, retrieved, cfg) - answer_recall(golds, _prompt_text(step), cfg),
+        )
+    # "Retrieved" is what this step's own query fetched (recall_hits), not recalled_in,
+    # which the previous step's query fetched. The baseline is everything this step's
+    # prompt showed (memory, recalled memory, chunk), so re-fetching what is already on
+    # screen earns nothing; see the module docstring.
+    seen = _seen_text(step)
+    return answer_recall(golds, _join(retrieved, seen), cfg) - answer_recall(golds, seen, cfg)
+
+
+def format_reward(step: StepRecord, cfg: RewardConfig | None = None) -> float:
+    r"""r_fmt,t in {0, 1}.
+
+    Memory step: exactly one <update> block, closed and non-empty, and at most one
+    <recall> block (the recall condition is dropped under `cfg.no_recall_format`).
+    Final step: exactly one complete \boxed{} with a non-empty answer.
+    Uses the counts the agent recorded when it parsed the reply.
+    """
+    cfg = cfg or _DEFAULT
+    if step.kind == FINAL_STEP:
+        ok = step.n_boxed == 1 and bool(step.answer and step.answer.strip())
+    else:
+        ok = step.n_update == 1 and step.update_closed and bool(step.memory_after.strip())
+        if not cfg.no_recall_format:
+            ok = ok and step.n_recall <= 1
+    return float(ok)
+
+
+def state_reward(
+    step: StepRecord, golds: str | Sequence[str], cfg: RewardConfig | None = None
+) -> float:
+    """R_state,t = r_mem,t + r_cb,t + r_fmt,t for a memory step; r_fmt for the final step."""
+    if step.kind == FINAL_STEP:
+        return format_reward(step, cfg)
+    return (
+        memory_gain(step, golds, cfg) + callback_bonus(step, golds, cfg) + format_reward(step, cfg)
+    )
+
+
+def final_answer(steps: Sequence[StepRecord], cfg: RewardConfig | None = None) -> str | None:
+    """The answer the outcome reward scores: the last final step's `answer` (or, under
+    `cfg.boxed_tail_only`, its reply's last \\boxed{} within the last 300 characters)."""
+    cfg = cfg or _DEFAULT
+    finals = [s for s in steps if s.kind == FINAL_STEP]
+    if not finals:
+        return None
+    last = finals[-1]
+    if cfg.boxed_tail_only:
+        return extract_boxed(last.reply, tail_chars=OFFICIAL_BOXED_TAIL_CHARS)
+    return last.answer
+
+
+@dataclass
+class EpisodeRewards:
+    """The rewards of one rollout: the outcome and, per step (in record order), each part.
+
+    `steps[i]` is the step index of the i-th record; rollouts of one question are aligned
+    on it when advantages are computed.
+    """
+
+    outcome: float
+    answer: str | None
+    steps: list[int]
+    kinds: list[str]
+    memory_gain: list[float]
+    callback: list[float]
+    format: list[float]
+    state: list[float]
+    recalled: list[bool]  # the step issued a <recall> query
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def format_rate(self) -> float:
+        return sum(self.format) / len(self.format) if self.format else 0.0
+
+    @property
+    def recall_rate(self) -> float:
+        """Share of memory steps that issued a recall query."""
+        flags = [r for r, k in zip(self.recalled, self.kinds, strict=True) if k == MEMORY_STEP]
+        return sum(flags) / len(flags) if flags else 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def episode_rewards(
+    steps: Sequence[StepRecord], golds: str | Sequence[str], cfg: RewardConfig | None = None
+) -> EpisodeRewards:
+    """All rewards of one rollout. A rollout without a final step (it failed part-way)
+    gets outcome 0; its recorded steps still get their state rewards."""
+    cfg = cfg or _DEFAULT
+    aliases = _golds(golds)
+    answer = final_answer(steps, cfg)
+    mem = [memory_gain(s, aliases, cfg) for s in steps]
+    cb = [callback_bonus(s, aliases, cfg) for s in steps]
+    fmt = [format_reward(s, cfg) for s in steps]
+    state = [
+        f if s.kind == FINAL_STEP else m + c + f
+        for s, m, c, f in zip(steps, mem, cb, fmt, strict=True)
+    ]
+    return EpisodeRewards(
+        outcome=outcome_reward(answer, aliases, cfg),
+        answer=answer,
+        steps=[s.step for s in steps],
+        kinds=[s.kind for s in steps],
+        memory_gain=mem,
+        callback=cb,
+        format=fmt,
+        state=state,
+        recalled=[s.recall_query is not None for s in steps],
+    )

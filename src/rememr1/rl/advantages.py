@@ -1,0 +1,160 @@
+"""Group-relative advantages of ReMemR1 (SPEC §4), in numpy.
+
+For the G rollouts of one question:
+
+* outcome advantage ``A_out^g = R_out^g - mean_k R_out^k``;
+* step advantage ``A_state,t^g = R_state,t^g - mean_k R_state,t^k``, the mean taken over
+  the rollouts that *have* step t (all rollouts of a question read the same chunks, so
+  step t is the same chunk everywhere; a rollout that failed part-way simply lacks its
+  later steps);
+* both optionally divided by the group's standard deviation (off by default, Dr. GRPO);
+* mix ``A_t^g = alpha * A_out^g + (1 - alpha) * A_state,t^g`` (alpha = 0.8), one scalar per
+  step, applied to every generated token of that step (`broadcast_to_tokens`).
+
+Missing steps are NaN in the [G, S] arrays used here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..rewards import EpisodeRewards
+
+
+def _centre(values: np.ndarray, *, scale_by_std: bool, eps: float) -> np.ndarray:
+    """Subtract the mean of the present (non-NaN) entries along axis 0; optionally divide
+    by their sample standard deviation plus `eps` (ddof=1, as common GRPO code does; a
+    group of one is only centred, giving 0)."""
+    present = ~np.isnan(values)
+    count = present.sum(axis=0)
+    safe = np.where(present, values, 0.0)
+    mean = np.divide(safe.sum(axis=0), count, out=np.zeros(values.shape[1:]), where=count > 0)
+    out = values - mean
+    if scale_by_std:
+        sq = np.where(present, out, 0.0) ** 2
+        var = np.divide(sq.sum(axis=0), count - 1, out=np.zeros(values.shape[1:]), where=count > 1)
+        scale = np.broadcast_to(np.sqrt(var) + eps, out.shape)
+        # no spread (and eps = 0): leave the centred values, which are 0, as they are
+        out = np.divide(out, scale, out=out.copy(), where=scale > 0)
+    return out
+
+
+def outcome_advantages(
+    rewards: Sequence[float] | np.ndarray, *, scale_by_std: bool = False, eps: float = 1e-6
+) -> np.ndarray:
+    """A_out[g] = R_out[g] - mean(R_out) over the G rollouts of one question (shape [G])."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"outcome rewards must be 1-D [G], got shape {r.shape}")
+    if np.isnan(r).any():
+        raise ValueError("outcome rewards contain NaN")
+    return _centre(r[:, None], scale_by_std=scale_by_std, eps=eps)[:, 0]
+
+
+def step_advantages(
+    rewards: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    scale_by_std: bool = False,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """A_state[g, t] = R_state[g, t] - mean over the rollouts that have step t.
+
+    `rewards` is [G, S] with NaN where a rollout has no step t; `mask` ([G, S], True =
+    present) may mark missing steps instead. The result has NaN at missing steps.
+    """
+    r = np.array(rewards, dtype=np.float64)
+    if r.ndim != 2:
+        raise ValueError(f"step rewards must be 2-D [G, steps], got shape {r.shape}")
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != r.shape:
+            raise ValueError(f"mask shape {m.shape} != rewards shape {r.shape}")
+        r[~m] = np.nan
+    return _centre(r, scale_by_std=scale_by_std, eps=eps)
+
+
+def mix_advantages(
+    a_out: Sequence[float] | np.ndarray,
+    a_state: np.ndarray,
+    *,
+    alpha: float = 0.8,
+    double_state: bool = False,
+) -> np.ndarray:
+    """A[g, t] = alpha * A_out[g] + (1 - alpha) * A_state[g, t]  (shape [G, S]).
+
+    `double_state` reproduces the official code, where the state term is counted twice:
+    alpha * A_out + 2 (1 - alpha) * A_state (0.8 / 0.4 at alpha = 0.8); see
+    `rememr1.rewards.RewardConfig.double_state_advantage`.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    out = np.asarray(a_out, dtype=np.float64)
+    state = np.asarray(a_state, dtype=np.float64)
+    if state.ndim != 2 or out.shape != (state.shape[0],):
+        raise ValueError(f"need A_out [G] and A_state [G, S], got {out.shape} and {state.shape}")
+    w_state = (1.0 - alpha) * (2.0 if double_state else 1.0)
+    return alpha * out[:, None] + w_state * state
+
+
+def group_advantages(
+    episodes: Sequence[EpisodeRewards],
+    *,
+    alpha: float = 0.8,
+    scale_by_std: bool = False,
+    eps: float = 1e-6,
+    double_state: bool = False,
+) -> list[list[float]]:
+    """Per rollout, per recorded step (in the rollout's own order): the mixed advantage.
+
+    `episodes` are the G rollouts of *one* question. Steps are aligned on their step
+    index; two rollouts whose step t is of a different kind (memory vs final) cannot be
+    from the same question and chunking, and raise ValueError.
+    """
+    if not episodes:
+        return []
+    index: dict[int, int] = {}
+    kind_at: dict[int, str] = {}
+    for ep in episodes:
+        if len(set(ep.steps)) != len(ep.steps):
+            raise ValueError(f"an episode repeats a step index: {ep.steps}")
+        for t, kind in zip(ep.steps, ep.kinds, strict=True):
+            if kind_at.setdefault(t, kind) != kind:
+                raise ValueError(
+                    f"rollouts disagree on the kind of step {t}: not one question's group"
+                )
+    for col, t in enumerate(sorted(kind_at)):
+        index[t] = col
+    state = np.full((len(episodes), len(index)), np.nan)
+    for g, ep in enumerate(episodes):
+        for t, r in zip(ep.steps, ep.state, strict=True):
+            state[g, index[t]] = r
+    a_out = outcome_advantages([ep.outcome for ep in episodes], scale_by_std=scale_by_std, eps=eps)
+    a_state = step_advantages(state, scale_by_std=scale_by_std, eps=eps)
+    mixed = mix_advantages(a_out, a_state, alpha=alpha, double_state=double_state)
+    return [[float(mixed[g, index[t]]) for t in ep.steps] for g, ep in enumerate(episodes)]
+
+
+def broadcast_to_tokens(
+    adv_per_step: Sequence[float] | np.ndarray,
+    completion_lengths: Sequence[int],
+    *,
+    pad_to: int | None = None,
+) -> np.ndarray:
+    """One row per training sequence (= step), the step's advantage on each of its
+    generated tokens and 0 on padding: shape [N, pad_to or max length]."""
+    adv = np.asarray(adv_per_step, dtype=np.float64)
+    lengths = np.asarray(completion_lengths, dtype=np.int64)
+    if adv.ndim != 1 or adv.shape != lengths.shape:
+        raise ValueError(
+            f"need one advantage per sequence, got {adv.shape} and {lengths.shape} lengths"
+        )
+    if (lengths < 0).any():
+        raise ValueError("completion lengths must be >= 0")
+    width = int(lengths.max(initial=0)) if pad_to is None else pad_to
+    if (lengths > width).any():
+        raise ValueError(f"a completion is longer than pad_to={pad_to}")
+    positions = np.arange(width)[None, :]
+    return np.where(positions < lengths[:, None], adv[:, None], 0.0)
