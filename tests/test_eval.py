@@ -161,3 +161,31 @@ def test_eval_cli_errors(tmp_path):
     empty.mkdir()
     p = run(str(empty), "--report")
     assert p.returncode == 2 and b"no results" in p.stderr
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_eval_with_builtin_model(tmp_path):
+    """Two RevHop items, two methods, the built-in model: lines, table and plot agree."""
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "rememr1", *args], capture_output=True, timeout=900)
+        assert p.returncode == 0, p.stderr.decode()
+        return p.stdout.decode()
+
+    cli("data", "revhop", "--out", str(tmp_path / "rh"), "--lengths", "2k", "--hops", "2",
+        "--order", "reverse", "-n", "2", "--format", "json")
+    out = tmp_path / "run"
+    table = cli("eval", str(tmp_path / "rh" / "*.json"), "--method", "rememr1,memagent",
+                "--out", str(out), "--chunk-size", "1024", "--max-new-tokens", "24", "--quiet")
+    lines = read_lines(out)
+    assert len(lines) == 4
+    assert {(x["method"], x["length"]) for x in lines} == {("rememr1", "2k"), ("memagent", "2k")}
+    for x in lines:
+        assert x["steps"] == x["n_chunks"] + 1 >= 3 and x["model"] == "SmolLM2-135M-Instruct"
+        assert set(x["diagnostics"]) >= {"bridge_1", "answer"}
+    summary = json.loads((out / "summary.json").read_text())
+    for row in summary["rows"]:
+        mine = [x for x in lines if x["method"] == row["method"]]
+        assert row["n"] == len(mine) == 2
+        assert row["accuracy"] == pytest.approx(100 * sum(x["judge_sub_em"] for x in mine) / 2)
+    assert (out / "accuracy.png").stat().st_size > 1000
+    assert (out / "report.md").read_text().strip() == table.strip()

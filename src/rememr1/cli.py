@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False)
 
+from .data.cli import app as data_app  # noqa: E402  (light: heavy imports happen inside commands)
+
+app.add_typer(data_app, name="data", help="Build evaluation and training data (RevHop, long-context HotpotQA).")
+
 
 def read_document(path: str, encoding: str = "utf-8") -> str:
     """Read a document from a path or '-' (stdin) with a clear error for every failure."""

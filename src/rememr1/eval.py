@@ -30,21 +30,23 @@ from .errors import InputError
 from .metrics import SCORING_MODES, aggregate, normalize_answer, score
 from .records import AnswerResult, StepRecord
 
-LENGTH_KEYS = ("length_label", "num_docs", "length")
-
-
 def length_of(metadata: dict[str, Any]) -> str:
-    """The context-length label an item is reported under (documents or tokens)."""
-    for key in LENGTH_KEYS:
-        v = metadata.get(key)
-        if v not in (None, ""):
-            return str(v)
-    return "?"
+    """The context-length label an item is reported under: the target length in tokens
+    as 4k / 1m for RevHop and RULER items, else the number of documents (HotpotQA-style,
+    as the papers report it)."""
+    from .data.revhop import format_length
+
+    n = metadata.get("length")
+    if metadata.get("num_docs") not in (None, "") and metadata.get("data_source") != "revhop":
+        return str(metadata["num_docs"])
+    if isinstance(n, int) and n > 0:
+        return format_length(n)
+    return str(n) if n not in (None, "") else "?"
 
 
 def _length_sort_key(label: str):
     s = label.lower().strip()
-    mult = {"k": 1_000, "m": 1_000_000}.get(s[-1:], 1)
+    mult = {"k": 1024, "m": 1024**2}.get(s[-1:], 1)
     try:
         return (0, float(s[:-1] if mult > 1 else s) * mult)
     except ValueError:

