@@ -1,7 +1,6 @@
 """Evaluation runner: resumable JSONL results, report table and plot, diagnostics."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -189,3 +188,18 @@ def test_tiny_end_to_end_eval_with_builtin_model(tmp_path):
         assert row["accuracy"] == pytest.approx(100 * sum(x["judge_sub_em"] for x in mine) / 2)
     assert (out / "accuracy.png").stat().st_size > 1000
     assert (out / "report.md").read_text().strip() == table.strip()
+
+
+def test_retry_errors_drops_failed_lines(tmp_path):
+    from rememr1.eval import ResultFile
+
+    p = tmp_path / "m" / "f.jsonl"
+    p.parent.mkdir()
+    p.write_text(json.dumps({"id": "a", "error": None}) + "\n" + json.dumps({"id": "b", "error": "timeout"}) + "\n")
+    rf = ResultFile(p)
+    assert rf.done == {"a", "b"}
+    rf.drop_errors()
+    assert rf.done == {"a"}
+    rf.write({"id": "b", "error": None})
+    rf.close()
+    assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b"]

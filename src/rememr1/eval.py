@@ -156,6 +156,23 @@ class ResultFile:
                     continue
         self._fh = path.open("a", encoding="utf-8")
 
+    def drop_errors(self) -> None:
+        """Remove the lines of items that failed, so they run again."""
+        self._fh.close()
+        kept = []
+        for raw in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(raw).get("error"):
+                    self.done.discard(str(json.loads(raw)["id"]))
+                    continue
+            except ValueError:
+                continue
+            kept.append(raw + "\n")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._fh = self.path.open("a", encoding="utf-8")
+
     def write(self, line: dict) -> None:
         self._fh.write(json.dumps(line, ensure_ascii=False) + "\n")
         self._fh.flush()
@@ -231,7 +248,7 @@ def run_eval(
         for path, samples in datasets:
             rf = ResultFile(out / method / f"{path.stem}.jsonl")
             if retry_errors:
-                rf.done -= {str(line["id"]) for line in _errored(rf.path)}
+                rf.drop_errors()
             todo = [s for s in samples if str(s.id) not in rf.done]
             plan.append((method, path, rf, todo))
     if on_total is not None:
@@ -244,20 +261,8 @@ def run_eval(
             model = agent.backend.model_name
             src = path.name
 
-            def episodes() -> Iterator[Episode]:
-                for s in todo:
-                    try:
-                        ep = agent.episode(_doc(s), s.question, sample_id=str(s.id),
-                                           index=_stable_index(s.id), tag=s)
-                    except InputError as e:
-                        line = failed_line(s, str(e), method=method, model=model, source=src)
-                        rf.write(line)
-                        if on_item:
-                            on_item(line)
-                        continue
-                    yield ep
-
-            for ep in agent.run_iter(episodes(), on_step=on_step, max_batch=concurrency):
+            eps = _episodes(agent, todo, rf, method=method, model=model, source=src, on_item=on_item)
+            for ep in agent.run_iter(eps, on_step=on_step, max_batch=concurrency):
                 line = item_line(ep.tag, ep.result(), method=method, model=model, source=src)
                 rf.write(line)
                 if on_item:
@@ -267,18 +272,19 @@ def run_eval(
             rf.close()
 
 
-def _errored(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
+def _episodes(agent: Agent, todo, rf: ResultFile, *, method: str, model: str, source: str,
+              on_item) -> Iterator[Episode]:
+    """Episodes for the items still to do, created lazily; an item whose episode cannot
+    be built (empty document, empty question) is recorded as failed right away."""
+    for s in todo:
         try:
-            d = json.loads(raw)
-        except ValueError:
-            continue
-        if d.get("error"):
-            out.append(d)
-    return out
+            yield agent.episode(_doc(s), s.question, sample_id=str(s.id),
+                                index=_stable_index(s.id), tag=s)
+        except InputError as e:
+            line = failed_line(s, str(e), method=method, model=model, source=source)
+            rf.write(line)
+            if on_item:
+                on_item(line)
 
 
 def _doc(sample):

