@@ -95,7 +95,10 @@ BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.
 ApiKeyOpt = typer.Option(None, "--api-key", help="API key for --backend openai (default $OPENAI_API_KEY)")
 DtypeOpt = typer.Option("auto", "--dtype", help="hf: auto | float32 | bfloat16 | float16")
 DeviceOpt = typer.Option("auto", "--device", help="hf: auto | cpu | cuda")
-ConcurrencyOpt = typer.Option(4, "--concurrency", help="requests in flight at once")
+ConcurrencyOpt = typer.Option(
+    None, "--concurrency",
+    help="requests in flight at once (default: 1 llama.cpp instance, 8 hf sequences per batch, 8 HTTP requests)",
+)
 TimeoutOpt = typer.Option(600.0, "--timeout", help="seconds per request (openai)")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="openai: local tokenizer (HF dir or .gguf) used for chunking")
 ChunkSizeOpt = typer.Option(None, "--chunk-size", help="tokens per chunk (default 5000, shrunk to fit the model's window)")
@@ -158,7 +161,7 @@ def ask(
     encoding: str = typer.Option("utf-8", "--encoding", help="document encoding"),
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
-    concurrency: int = ConcurrencyOpt,
+    concurrency: Optional[int] = ConcurrencyOpt,
     timeout: float = TimeoutOpt,
     tokenizer: Optional[str] = TokenizerOpt,
 ) -> None:
@@ -235,7 +238,7 @@ def eval_cmd(
     quiet: bool = QuietOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
-    concurrency: int = ConcurrencyOpt,
+    concurrency: Optional[int] = ConcurrencyOpt,
     timeout: float = TimeoutOpt,
     tokenizer: Optional[str] = TokenizerOpt,
 ) -> None:
@@ -243,6 +246,7 @@ def eval_cmd(
     import glob
 
     from .agent import Agent, get_method
+    from .backends import DEFAULT_CONCURRENCY
     from .eval import run_eval, write_report
     from .progress import StepProgress
 
@@ -284,7 +288,8 @@ def eval_cmd(
             progress.advance(info=f"{line['method']} acc {100 * correct[0] / correct[1]:.1f}%")
 
         run_eval(files, make_agent=make_agent, methods=methods, out_dir=out, config=config,
-                 limit=limit, concurrency=concurrency, hotpot_dev=hotpot_dev,
+                 limit=limit, concurrency=concurrency or DEFAULT_CONCURRENCY[backend.lower()],
+                 hotpot_dev=hotpot_dev,
                  retry_errors=retry_errors, on_item=on_item, on_total=progress.add_total)
     table, _ = write_report(out, mode=scoring)
     print(table)

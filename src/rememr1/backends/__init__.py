@@ -1,0 +1,75 @@
+"""Model backends and the one function that picks one: `load_backend`.
+
+    from rememr1.backends import load_backend
+    backend = load_backend("llamacpp")                     # built-in SmolLM2-135M-Instruct
+    backend = load_backend("hf", model="path/to/hf_dir")   # transformers, in-process
+    backend = load_backend("openai", base_url="http://127.0.0.1:8000/v1")  # any server
+
+Heavy libraries (torch, transformers, llama_cpp, openai) are imported only inside the
+backend modules, which are imported here only when a backend is built, so
+`import rememr1` stays fast.
+"""
+
+from __future__ import annotations
+
+from rememr1.backends.base import Backend
+from rememr1.errors import InputError
+
+BACKENDS: tuple[str, ...] = ("llamacpp", "hf", "openai")
+DEFAULT_CONCURRENCY = {"llamacpp": 1, "hf": 8, "openai": 8}
+
+
+def load_backend(
+    name: str = "llamacpp",
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    tokenizer: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    concurrency: int | None = None,
+    timeout: float = 600,
+    max_retries: int = 3,
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+) -> Backend:
+    """Build a backend by name.
+
+    `model=None` means the built-in model (SmolLM2-135M-Instruct) for llamacpp and hf, and
+    the server's first listed model for openai. `concurrency` is how many requests run at
+    once: llama.cpp instances for llamacpp, the `generate()` sub-batch size for hf,
+    in-flight HTTP requests for openai; None picks the backend's default (1 llama.cpp
+    instance with all threads, 8 sequences per hf batch, 8 HTTP requests). `n_ctx` is the context window: allocated by
+    llamacpp, and used as the prompt+completion limit by hf and openai.
+    """
+    key = (name or "").strip().lower()
+    if key not in BACKENDS:
+        raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if concurrency is None:
+        concurrency = DEFAULT_CONCURRENCY[key]
+    if concurrency < 1:
+        raise InputError(f"concurrency must be >= 1, got {concurrency}")
+    if n_ctx is not None and n_ctx < 16:
+        raise InputError(f"n_ctx must be >= 16 tokens, got {n_ctx}")
+    if key != "openai":
+        for option, value in (("base_url", base_url), ("api_key", api_key), ("tokenizer", tokenizer)):
+            if value is not None:
+                raise InputError(f"option {option} only applies to the openai backend, not {key}")
+    if key == "llamacpp":
+        from rememr1.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads, concurrency=concurrency)
+    if key == "hf":
+        from rememr1.backends.hf import HFBackend
+
+        return HFBackend(model, dtype=dtype, device=device, max_batch_size=concurrency,
+                         context_window=n_ctx)
+    from rememr1.backends.openai_compat import OpenAIBackend
+
+    return OpenAIBackend(model, base_url=base_url, api_key=api_key, concurrency=concurrency,
+                         timeout=timeout, max_retries=max_retries, tokenizer=tokenizer,
+                         context_window=n_ctx)
+
+
+__all__ = ["BACKENDS", "Backend", "load_backend"]

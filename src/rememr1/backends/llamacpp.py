@@ -1,0 +1,332 @@
+"""The llama.cpp backend: a local GGUF model through llama-cpp-python (the default).
+
+    backend = LlamaCppBackend(None)            # the built-in SmolLM2-135M-Instruct
+    backend = LlamaCppBackend("model.gguf", n_ctx=16384, concurrency=2)
+
+Prompts are built by the GGUF's own chat template (the same Jinja template llama-cpp-python
+would pick), so the prompt-token count used for clamping is exact.
+
+Concurrency: one `Llama` object is not thread-safe, so requests of a batch run on a pool of
+up to `concurrency` instances, one thread each (llama.cpp releases the GIL while it
+computes). The weights are memory-mapped and shared; each instance has its own KV cache
+of `n_ctx` tokens. CPU threads are split across the instances. Instances are created only
+when a batch needs them.
+
+Reproducibility: every request is sampled with its own seed (ChatRequest.seed, else
+SamplingParams.seed, else a random one) on a freshly reset instance, so its output does
+not depend on which instance ran it or what ran there before. Resetting gives up
+llama.cpp's KV prefix reuse between consecutive prompts; that is the price.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rememr1.backends.base import FINISH_ERROR, FINISH_LENGTH, Backend, ChatRequest, Generation, SamplingParams
+from rememr1.backends.builtin import BUILTIN_MODEL_NAME, builtin_gguf_path
+from rememr1.backends.common import clamp_max_new_tokens, error_generation, map_finish_reason, window_error
+from rememr1.backends.tokenization import LlamaTokenizer
+from rememr1.errors import BackendError, InputError
+
+log = logging.getLogger(__name__)
+
+# Default context cap: the model's trained context, but at most this many tokens, because
+# every pool instance allocates a KV cache of n_ctx tokens.
+MAX_DEFAULT_N_CTX = 32768
+
+# ---------------------------------------------------------------------------------------
+# llama.cpp writes its loader chatter to stderr. Route it into Python logging (debug
+# level) instead, and keep the last lines so a failed load can say why.
+_recent_native_log: deque[str] = deque(maxlen=40)
+_log_callback: Any = None
+_log_lock = threading.Lock()
+
+
+def _route_native_logs() -> None:
+    global _log_callback
+    with _log_lock:
+        if _log_callback is not None:
+            return
+        import llama_cpp
+
+        native = logging.getLogger("rememr1.llama_cpp")
+
+        @llama_cpp.llama_log_callback
+        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            line = text.decode("utf-8", errors="replace").rstrip()
+            if line:
+                _recent_native_log.append(line)
+                native.debug("%s", line)
+
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        _log_callback = callback  # keep a reference: llama.cpp holds a raw pointer
+
+
+def _native_error_hint() -> str:
+    """The first error-like line llama.cpp logged (the root cause; later lines echo it)."""
+    for line in _recent_native_log:
+        low = line.lower()
+        if "error" in low or "failed" in low or "unknown" in low or "invalid" in low:
+            return line.split(":", 1)[-1].strip() if ":" in line else line
+    return ""
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    """The GGUF file to load: the built-in model for None, else a readable local file."""
+    if model is None:
+        return builtin_gguf_path()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise BackendError(f"model file not found: {path}")
+    if path.is_dir():
+        raise BackendError(f"the llamacpp backend needs a .gguf file, got a directory: {path}")
+    if not os.access(path, os.R_OK):
+        raise BackendError(f"model file is not readable: {path}")
+    return path
+
+
+def _load_llama(path: Path, **kwargs):
+    _route_native_logs()
+    from llama_cpp import Llama
+
+    _recent_native_log.clear()
+    try:
+        return Llama(str(path), verbose=False, **kwargs)
+    except (ValueError, RuntimeError, OSError) as exc:
+        hint = _native_error_hint() or str(exc).splitlines()[0]
+        raise BackendError(f"llama.cpp cannot load {path}: {hint}") from exc
+
+
+def load_vocab(path: str | os.PathLike):
+    """A vocabulary-only `Llama` (tokenizer and metadata, no weights): fast and small."""
+    return _load_llama(resolve_model_path(path), vocab_only=True, n_ctx=16)
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LlamaCppBackend(Backend):
+    """Chat generation with llama.cpp on a local GGUF model (None = built-in model)."""
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        concurrency: int = 1,
+        n_batch: int = 512,
+    ):
+        if concurrency < 1:
+            raise InputError(f"concurrency must be >= 1, got {concurrency}")
+        if n_threads is not None and n_threads < 1:
+            raise InputError(f"n_threads must be >= 1, got {n_threads}")
+        self.model_path = resolve_model_path(model)
+        self.model_name = BUILTIN_MODEL_NAME if model is None else self.model_path.stem
+
+        from llama_cpp import llama_chat_format
+
+        # The vocabulary-only instance serves the tokenizer and the metadata.
+        self._vocab = load_vocab(self.model_path)
+        self._tokenizer = _LockedLlamaTokenizer(self._vocab)
+        meta = self._vocab.metadata
+        arch = meta.get("general.architecture", "")
+        self.trained_context = int(meta.get(f"{arch}.context_length", 0) or 0) or None
+        if n_ctx is None:
+            n_ctx = min(self.trained_context or 4096, MAX_DEFAULT_N_CTX)
+        elif self.trained_context and n_ctx > self.trained_context:
+            log.warning("n_ctx=%d exceeds the model's trained context (%d); quality may drop",
+                        n_ctx, self.trained_context)
+        self.context_window = int(n_ctx)
+
+        template = meta.get("tokenizer.chat_template")
+        if not template:
+            log.warning("%s has no chat template; using ChatML", self.model_path.name)
+            template = llama_chat_format.CHATML_CHAT_TEMPLATE
+        eos_id, bos_id = self._vocab.token_eos(), self._vocab.token_bos()
+
+        def token_text(token_id: int) -> str:
+            if token_id < 0:
+                return ""
+            return self._vocab.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+        self._formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=token_text(eos_id),
+            bos_token=token_text(bos_id),
+            stop_token_ids=[eos_id],
+        )
+        self._chat_handler = self._formatter.to_chat_handler()
+
+        self.concurrency = concurrency
+        total_threads = n_threads or _available_cpus()
+        self.threads_per_instance = max(1, total_threads // concurrency)
+        self._llama_kwargs = dict(
+            n_ctx=self.context_window,
+            n_batch=min(n_batch, self.context_window),
+            n_threads=self.threads_per_instance,
+            n_threads_batch=self.threads_per_instance,
+            chat_handler=self._chat_handler,
+        )
+        self._idle: list[Any] = []
+        self._created = 0
+        self._pool_cond = threading.Condition()
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llamacpp")
+        # Load one instance now so a broken model fails at construction, not mid-run.
+        self._idle.append(self._new_instance())
+
+    # -- Backend interface -------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> LlamaTokenizer:
+        return self._tokenizer
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int:
+        """Exact: the chat template is rendered and tokenized as generation will do."""
+        return len(self._prompt_ids(request))
+
+    def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams) -> list[Generation]:
+        if self._executor is None:
+            raise BackendError("the llamacpp backend was closed")
+        futures = [self._executor.submit(self._run_one, req, sampling) for req in requests]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        with self._pool_cond:
+            for llm in self._idle:
+                _close_llama(llm)
+            self._idle.clear()
+        _close_llama(self._vocab)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _new_instance(self):
+        llm = _load_llama(self.model_path, **self._llama_kwargs)
+        self._created += 1
+        return llm
+
+    def _acquire(self):
+        with self._pool_cond:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._created < self.concurrency:
+                    self._created += 1  # reserve the slot; create outside the lock
+                    break
+                self._pool_cond.wait()
+        try:
+            llm = _load_llama(self.model_path, **self._llama_kwargs)
+        except BaseException:
+            with self._pool_cond:
+                self._created -= 1
+                self._pool_cond.notify()
+            raise
+        return llm
+
+    def _release(self, llm) -> None:
+        with self._pool_cond:
+            self._idle.append(llm)
+            self._pool_cond.notify()
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        """Token ids of the templated prompt, tokenized exactly as the chat handler does."""
+        result = self._formatter(messages=list(request.messages))
+        return self._tokenizer.tokenize_prompt(result.prompt, add_bos=not result.added_special)
+
+    def _run_one(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
+        start = time.perf_counter()
+        try:
+            prompt_tokens = len(self._prompt_ids(request))
+        except Exception as exc:  # a template error concerns this request only
+            return error_generation(f"cannot apply the chat template: {exc}", start)
+        cap = request.max_new_tokens if request.max_new_tokens is not None else sampling.max_new_tokens
+        max_new = clamp_max_new_tokens(prompt_tokens, cap, self.context_window)
+        if max_new is None:
+            return error_generation(window_error(prompt_tokens, self.context_window), start,
+                                    prompt_tokens=prompt_tokens)
+        if max_new == 0:
+            return Generation(text="", finish_reason=FINISH_LENGTH, prompt_tokens=prompt_tokens,
+                              completion_tokens=0, seconds=time.perf_counter() - start)
+        seed = request.seed if request.seed is not None else sampling.seed
+        if seed is None:
+            seed = random.randrange(2**32 - 1)
+        llm = self._acquire()
+        try:
+            llm.reset()  # no KV prefix reuse: results must not depend on the instance's past
+            out = llm.create_chat_completion(
+                messages=list(request.messages),
+                max_tokens=max_new,
+                temperature=max(0.0, sampling.temperature),  # 0 = greedy in llama.cpp
+                top_p=sampling.top_p,
+                top_k=0,  # disabled: plain temperature + nucleus sampling, as in hf/openai
+                min_p=0.0,
+                repeat_penalty=1.0,
+                seed=seed % 0xFFFFFFFF,  # uint32; 0xFFFFFFFF would mean 'random'
+                stop=list(sampling.stop),
+            )
+        except Exception as exc:
+            return error_generation(f"llama.cpp failed: {exc}", start, prompt_tokens=prompt_tokens)
+        finally:
+            self._release(llm)
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        finish = map_finish_reason(choice.get("finish_reason"))
+        return Generation(
+            text=choice["message"].get("content") or "",
+            finish_reason=finish,
+            error=f"finish_reason={choice.get('finish_reason')}" if finish == FINISH_ERROR else None,
+            prompt_tokens=int(usage.get("prompt_tokens", prompt_tokens)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            seconds=time.perf_counter() - start,
+        )
+
+
+class _LockedLlamaTokenizer(LlamaTokenizer):
+    """The shared vocabulary instance may be used from several threads: serialize it."""
+
+    def __init__(self, llama):
+        super().__init__(llama)
+        self._lock = threading.Lock()
+
+    def encode(self, text: str) -> list[int]:
+        with self._lock:
+            return super().encode(text)
+
+    def decode(self, ids) -> str:
+        with self._lock:
+            return super().decode(ids)
+
+    def tokenize_prompt(self, prompt: str, *, add_bos: bool) -> list[int]:
+        with self._lock:
+            return list(self._llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+
+def _close_llama(llm) -> None:
+    close = getattr(llm, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # best effort at shutdown
+            pass
