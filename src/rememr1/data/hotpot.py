@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rememr1.data.io import field_names, iter_records
-from rememr1.data.records import LazyContext
+from rememr1.data.records import LazyContext, group_pieces
 from rememr1.errors import InputError
 
 DOCUMENT_TEMPLATE = "Document {i}:\n{document}"
@@ -220,19 +220,11 @@ class IndexedContext(LazyContext):
         self.piece_chars = piece_chars
 
     def iter_text(self) -> Iterator[str]:
-        buf: list[str] = []
-        size = 0
-        for i, idx in enumerate(self.indices):
-            block = (DOCUMENT_SEPARATOR if i else "") + DOCUMENT_TEMPLATE.format(
-                i=i + 1, document=self.pool[idx]
-            )
-            buf.append(block)
-            size += len(block)
-            if size >= self.piece_chars:
-                yield "".join(buf)
-                buf, size = [], 0
-        if buf:
-            yield "".join(buf)
+        blocks = (
+            (DOCUMENT_SEPARATOR if i else "") + DOCUMENT_TEMPLATE.format(i=i + 1, document=self.pool[idx])
+            for i, idx in enumerate(self.indices)
+        )
+        return group_pieces(blocks, self.piece_chars)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "index-only", "num_docs": len(self.indices)}

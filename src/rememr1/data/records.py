@@ -16,7 +16,7 @@ small documents.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -41,6 +41,21 @@ class LazyContext(ABC):
     def describe(self) -> dict[str, Any]:
         """A few facts about the document for logs (subclasses add what they know)."""
         return {"kind": type(self).__name__}
+
+
+def group_pieces(blocks: Iterable[str], piece_chars: int) -> Iterator[str]:
+    """Join consecutive text blocks into pieces of at least `piece_chars` characters (the
+    last may be shorter), each ending at a block boundary: how lazy contexts yield text."""
+    buf: list[str] = []
+    size = 0
+    for block in blocks:
+        buf.append(block)
+        size += len(block)
+        if size >= piece_chars:
+            yield "".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield "".join(buf)
 
 
 Context = Union[str, LazyContext]

@@ -52,7 +52,7 @@ from typing import Any
 
 from rememr1.data.io import JsonArrayWriter
 from rememr1.data.parallel import ordered_map
-from rememr1.data.records import LazyContext
+from rememr1.data.records import LazyContext, group_pieces
 from rememr1.data.revhop_world import (
     QUESTION_FRAME,
     QUESTION_PHRASE,
@@ -450,16 +450,7 @@ class RevHopContext(LazyContext):
             yield _block(doc, title, text)
 
     def iter_text(self) -> Iterator[str]:
-        buf: list[str] = []
-        size = 0
-        for block in self.iter_blocks():
-            buf.append(block)
-            size += len(block)
-            if size >= self.piece_chars:
-                yield "".join(buf)
-                buf, size = [], 0
-        if buf:
-            yield "".join(buf)
+        return group_pieces(self.iter_blocks(), self.piece_chars)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "revhop", "num_docs": self.spec["num_docs"], "tokens": self.spec.get("tokens")}
