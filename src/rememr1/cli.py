@@ -32,6 +32,10 @@ from .data.cli import app as data_app  # noqa: E402  (light: heavy imports happe
 
 app.add_typer(data_app, name="data", help="Build evaluation and training data (RevHop, long-context HotpotQA).")
 
+from .rl.cli import train  # noqa: E402
+
+app.command("train", help="Train the memory agent with RL and multi-level rewards (GRPO-style).")(train)
+
 
 def read_document(path: str, encoding: str = "utf-8") -> str:
     """Read a document from a path or '-' (stdin) with a clear error for every failure."""

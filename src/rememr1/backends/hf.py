@@ -88,7 +88,7 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def _load_pretrained(model: str | os.PathLike | None, torch_dtype) -> tuple[Any, Any, str]:
+def load_pretrained(model: str | os.PathLike | None, torch_dtype) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if model is None:
@@ -137,7 +137,7 @@ class HFBackend(Backend):
     ):
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
-        hf_model, tokenizer, name = _load_pretrained(model, torch_dtype)
+        hf_model, tokenizer, name = load_pretrained(model, torch_dtype)
         hf_model.to(device)
         hf_model.eval()
         self._setup(hf_model, tokenizer, name=name, max_batch_size=max_batch_size,

@@ -490,7 +490,13 @@ def make_item(
                       counter=counter, min_gap=min_gap)
     ev = sorted((s for s in lay.specials if s.role == "evidence"), key=lambda s: s.hop)
     gap = resolve_gap(length, hops, min_gap)
-    check_layout([s.offset for s in ev], order, gap)
+    try:
+        check_layout([s.offset for s in ev], order, gap)
+    except RevHopInvalid as e:  # placement could not honour the request: a user setting
+        raise InputError(
+            f"{format_length(length)} tokens is too short to place {hops} evidence paragraphs "
+            f"as asked ({e}); use a longer length or a smaller --min-gap"
+        ) from None
     spec = {
         "generator": "revhop", "version": GENERATOR_VERSION, "seed": seed,
         "world_scale": world_scale, "key": list(lay.key), "excluded": sorted(content.excluded),

@@ -1,0 +1,127 @@
+"""`rememr1 train`: RL training of the memory agent from a config file and/or options.
+
+    rememr1 train --config revhop-smollm2-cpu --data data/revhop-train/train_*.parquet --out runs/t1
+    rememr1 train --config hotpotqa-qwen2.5-3b            # MemAgent's hotpotqa_train_32k.parquet
+    rememr1 train --data train.parquet --out runs/t2 --steps 20 --group-size 4 --batch-size 2
+    python -m rememr1.rl.cli --help
+
+`train` is a plain typer command function; the main CLI registers it with
+`app.command("train")(train)`. Options override the config file; `--set KEY=VALUE`
+reaches any config key (`--set loss.kl_beta=0 --set optim.bf16=true`). Rerunning a
+command with the same `--out` resumes from the newest checkpoint there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from ..errors import InputError
+
+# CLI option -> config key.
+OPTION_KEYS = {
+    "model": "model.path",
+    "data": "data.train",
+    "dev": "data.dev",
+    "out": "out",
+    "steps": "steps",
+    "group_size": "rollout.group_size",
+    "batch_size": "rollout.batch_size",
+    "chunk_size": "rollout.chunk_size",
+    "max_new_tokens": "rollout.max_new_tokens",
+    "method": "rollout.method",
+    "alpha": "loss.alpha",
+    "lr": "optim.lr",
+    "save_every": "save_every",
+    "eval_every": "eval_every",
+    "seed": "seed",
+    "device": "model.device",
+    "dtype": "model.dtype",
+    "bf16": "optim.bf16",
+}
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings as overrides; values are parsed as YAML scalars/lists."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def train(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file, or the name of a packaged config (revhop-smollm2-cpu, hotpotqa-qwen2.5-3b)."),
+    model: Optional[str] = typer.Option(None, "--model", help="HF model directory or .gguf to train (default: the built-in SmolLM2-135M-Instruct)."),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="Training file(s) or globs: schema-A parquet (MemAgent's files work unchanged) or any supported schema. Repeatable."),
+    dev: Optional[str] = typer.Option(None, "--dev", help="Dev file for periodic validation (sub-EM)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, metrics.jsonl, tb/, eval/); rerunning resumes."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps in all."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", "-G", help="Rollouts per question (G)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-B", help="Questions per step."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Document tokens per chunk."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Token budget per agent step."),
+    method: Optional[str] = typer.Option(None, "--method", help="rememr1 | memagent | rule-callback."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Advantage mix: alpha * outcome + (1 - alpha) * state."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (0: only at the end)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate on --dev every N steps (0: never)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling and initialisation seed."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Reference model dtype: auto | float32 | bfloat16 (the policy's master weights are always float32)."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the policy's forward passes."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set loss.kl_beta=0.0 (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-step lines on stderr."),
+) -> None:
+    """Train the agent with RL (multi-level rewards, GRPO-style advantages, PPO loss)."""
+    from .config import load_config
+
+    values = dict(locals())
+    overrides: dict[str, Any] = {}
+    for option, key in OPTION_KEYS.items():
+        value = values[option]
+        if value is None or (option == "data" and not value):
+            continue
+        overrides[key] = value
+    overrides.update(parse_sets(set_ or []))
+    cfg = load_config(config, overrides)
+    if not cfg.data.train:
+        raise InputError("no training data: give --data FILE or a config with data.train")
+
+    from .trainer import Trainer
+
+    trainer = Trainer(cfg, quiet=quiet)
+    trainer.train()
+    typer.echo(str(trainer.out))
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command("train")(train)
+
+
+def main() -> None:
+    """`python -m rememr1.rl.cli`: the train command alone, errors as one line."""
+    import sys
+
+    from ..errors import RememrError
+
+    try:
+        app()
+    except RememrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

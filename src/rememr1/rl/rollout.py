@@ -1,0 +1,170 @@
+"""RL rollouts: G sampled episodes per question through the agent's own loop.
+
+    agent = policy_agent(policy, tokenizer, cfg.rollout, seed=cfg.seed)
+    groups = collect_rollouts(agent, samples, group_size=4, step=7)
+    for group in groups:                 # one group per question, G rollouts each
+        for r in group:
+            r.steps                      # StepRecords: each is one training sequence
+            r.steps[0].prompt_ids, r.steps[0].completion_ids
+
+Nothing here re-implements the agent: episodes are `Agent.episode(...)` objects driven by
+`Agent.run_iter`, so a rollout sees exactly the prompts, parsing, state transition and
+retrieval that `ask` and `eval` use. All G x B episodes of a step are in flight together,
+so each round of the lockstep loop is one batched `generate` call on the hf backend (cut
+into sub-batches of `generation_batch_size`).
+
+Seeding: the sampling seed of every request is derived from (run seed, episode index,
+step within the episode), and the episode index from (training step, question id, g), so a
+rollout can be replayed exactly by evaluation code given the same index and sampling
+(tests/rl/test_rollout.py does that) and does not depend on batch composition.
+
+Steps whose completion is truncated (finish "length") stay as they are: the memory the
+agent kept is what the truncated reply gave. Steps with no completion tokens (the prompt
+left no room, or the backend failed) stay in the record for rewards but carry nothing
+to train on (`trainable_steps`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..agent import Agent, Episode, StepCallback
+from ..backends.base import SamplingParams
+from ..data.records import LazyContext, Sample, iter_context_text
+from ..errors import InputError
+from ..records import AnswerResult, StepRecord
+from .config import RolloutConfig
+
+log = logging.getLogger(__name__)
+
+
+def rollout_index(step: int, question_id: str, g: int) -> int:
+    """The episode index (which seeds its sampling) of rollout g of a question at a
+    training step: a 31-bit hash of the three, independent of batching and order."""
+    digest = hashlib.blake2b(f"rollout/{step}/{question_id}/{g}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+@dataclass
+class Rollout:
+    """One sampled episode of one question."""
+
+    sample: Sample
+    question: int  # position of the question in the step's batch
+    g: int  # which of the G rollouts
+    index: int  # the episode index that seeded its sampling
+    result: AnswerResult
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return self.result.steps
+
+
+def trainable_steps(steps: Sequence[StepRecord]) -> list[tuple[int, StepRecord]]:
+    """(position, record) of the steps that give a training sequence: token ids known and
+    at least one generated token."""
+    return [
+        (i, s) for i, s in enumerate(steps)
+        if s.prompt_ids is not None and s.completion_ids
+    ]
+
+
+def policy_agent(
+    model,
+    tokenizer,
+    cfg: RolloutConfig,
+    *,
+    seed: int,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> Agent:
+    """An Agent on the policy being trained (hf backend over the live model object).
+
+    Sampling defaults to the rollout settings; evaluation passes its own.
+    """
+    from ..backends.hf import HFBackend
+
+    backend = HFBackend.from_objects(
+        model, tokenizer, name="policy", max_batch_size=batch_size or cfg.generation_batch_size
+    )
+    sampling = SamplingParams(
+        max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+        temperature=cfg.temperature if temperature is None else temperature,
+        top_p=cfg.top_p if top_p is None else top_p,
+        seed=seed,
+    )
+    return Agent(
+        backend,
+        method=cfg.method,
+        sampling=sampling,
+        chunk_size=cfg.chunk_size,
+        retriever=cfg.retriever,
+        top_k=cfg.top_k,
+        max_context_tokens=cfg.max_context_tokens,
+        fallback=cfg.fallback,
+        templates=cfg.templates,
+    )
+
+
+def document_of(sample: Sample):
+    """The document as the agent takes it: text, or the pieces of a lazy context."""
+    if isinstance(sample.context, LazyContext):
+        return iter_context_text(sample.context)
+    return sample.context
+
+
+def collect_rollouts(
+    agent: Agent,
+    samples: Sequence[Sample],
+    *,
+    group_size: int,
+    step: int,
+    keys: Sequence[str] | None = None,
+    on_step: StepCallback | None = None,
+) -> list[list[Rollout]]:
+    """G rollouts of every sample, all run together; one list of G per question, in the
+    order of `samples`. `keys` (default: the sample ids) name the questions for seeding
+    and must be unique within the batch. A question whose episode cannot be built (empty
+    question or document) is skipped with a warning."""
+    keys = [str(s.id) for s in samples] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(samples) or len(set(keys)) != len(keys):
+        raise ValueError("need one unique key per sample")
+    if agent.sampling.seed is None:
+        raise ValueError("rollouts need a seeded agent (SamplingParams.seed)")
+    if agent.sampling.greedy:
+        raise ValueError("rollouts need sampling (temperature > 0): greedy rollouts of a group are identical")
+    episodes: list[Episode] = []
+    slots: list[tuple[int, int, Sample]] = []
+    for q, (sample, key) in enumerate(zip(samples, keys)):
+        try:
+            made = [
+                agent.episode(
+                    document_of(sample),
+                    sample.question,
+                    index=rollout_index(step, key, g),
+                    sample_id=str(sample.id),
+                    tag=(q, g),
+                )
+                for g in range(group_size)
+            ]
+        except InputError as exc:
+            log.warning("skipping question %s: %s", sample.id, exc)
+            continue
+        episodes.extend(made)
+        slots.extend((q, g, sample) for g in range(group_size))
+    for _ in agent.run_iter(episodes, on_step=on_step, max_batch=None):
+        pass
+    groups: dict[int, list[Rollout]] = {}
+    for ep, (q, g, sample) in zip(episodes, slots):
+        groups.setdefault(q, []).append(
+            Rollout(sample=sample, question=q, g=g, index=ep.index, result=ep.result())
+        )
+    return [groups[q] for q in sorted(groups)]
+
+
+__all__ = ["Rollout", "collect_rollouts", "document_of", "policy_agent", "rollout_index", "trainable_steps"]
