@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--out", default=str(HERE / "results" / "overhead.json"))
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 120))
 
     agent = agent_overhead(args.backend, args.chunks, args.chunk_size, args.max_new_tokens)
     t = Table(title=f"Agent time outside generation ({agent['backend']}, built-in model)")
@@ -122,7 +122,7 @@ def main() -> None:
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     rows = retrieval.run(sizes=sizes)
-    retrieval.print_table(rows, console) if hasattr(retrieval, "print_table") else console.print(rows)
+    retrieval.print_table(rows, console)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -187,15 +187,8 @@ def _environment() -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-
-    rows = run(tuple(args.sizes), args.queries)
-
+def print_table(rows: list[dict], console=None) -> None:
+    """The side-by-side table of `run`'s rows (also used by bench/overhead.py)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -212,10 +205,22 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['overlap_step_ms']:.3f}", f"{r['refit_over_incremental']:.1f}x",
             f"{100 * r['tfidf_agrees']:.0f}%",
         )
-    console = Console()
+    console = console or Console()
     if console.width < 150:  # keep the table readable when piped or in a narrow terminal
         console = Console(width=150)
     console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    rows = run(tuple(args.sizes), args.queries)
+
+    print_table(rows)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"environment": _environment(), "rows": rows}, indent=2))
