@@ -117,7 +117,7 @@ def summarize(results: dict[str, list[dict]], steps: int) -> tuple[dict, Table]:
         row["steps_with_signal"] = sum(1 for x in lines if (x.get("advantage_abs_mean") or 0) > 0)
         summary[label] = row
 
-        def pair(key):
+        def pair(key, row=row):
             return f"{_num(row[key]['first'])} → {_num(row[key]['last'])}"
 
         table.add_row(label, pair("format_reward"), pair("format_rate"), pair("state_reward"),
