@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Answer a question about the bundled report with the built-in SmolLM2-135M-Instruct (CPU).
+# The 135M model rarely writes a well-formed <update>, so the demo keeps its whole reply
+# as memory (--fallback reply, the official code's behaviour) to show memory being carried.
 demo: setup
-	$(VENV)/bin/rememr1 ask examples/harbor_report.txt --chunk-size 256 --max-new-tokens 256 --verbose \
+	$(VENV)/bin/rememr1 ask examples/harbor_report.txt --chunk-size 256 --max-new-tokens 256 --verbose --fallback reply \
 	  -q "Which company built the ship that carried the lens to the Varrow Point lighthouse?"
 
 test: setup
