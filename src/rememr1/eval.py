@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .agent import Agent, Episode, get_method
+from .data.records import agent_document
 from .errors import InputError
 from .metrics import SCORING_MODES, aggregate, normalize_answer, score
 from .records import AnswerResult, StepRecord
@@ -278,19 +279,13 @@ def _episodes(agent: Agent, todo, rf: ResultFile, *, method: str, model: str, so
     be built (empty document, empty question) is recorded as failed right away."""
     for s in todo:
         try:
-            yield agent.episode(_doc(s), s.question, sample_id=str(s.id),
+            yield agent.episode(agent_document(s.context), s.question, sample_id=str(s.id),
                                 index=_stable_index(s.id), tag=s)
         except InputError as e:
             line = failed_line(s, str(e), method=method, model=model, source=source)
             rf.write(line)
             if on_item:
                 on_item(line)
-
-
-def _doc(sample):
-    from .data.records import LazyContext, iter_context_text
-
-    return iter_context_text(sample.context) if isinstance(sample.context, LazyContext) else sample.context
 
 
 def _stable_index(sample_id) -> int:

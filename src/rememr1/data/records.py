@@ -74,6 +74,12 @@ def iter_context_text(ctx: Context) -> Iterator[str]:
     raise TypeError(f"context must be str or LazyContext, not {type(ctx).__name__}")
 
 
+def agent_document(ctx: Context) -> str | Iterator[str]:
+    """A context as the agent takes it: the text itself, or the pieces of a lazy context
+    (so a multi-million-token document is never one string)."""
+    return iter_context_text(ctx) if isinstance(ctx, LazyContext) else ctx
+
+
 def context_to_str(ctx: Context) -> str:
     """Materialise a context as one string (for small documents and tests)."""
     return ctx if isinstance(ctx, str) else str(ctx)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ..agent import Agent, Episode, StepCallback
 from ..backends.base import SamplingParams
-from ..data.records import LazyContext, Sample, iter_context_text
+from ..data.records import Sample, agent_document
 from ..errors import InputError
 from ..records import AnswerResult, StepRecord
 from .config import RolloutConfig
@@ -111,13 +111,6 @@ def policy_agent(
     )
 
 
-def document_of(sample: Sample):
-    """The document as the agent takes it: text, or the pieces of a lazy context."""
-    if isinstance(sample.context, LazyContext):
-        return iter_context_text(sample.context)
-    return sample.context
-
-
 def collect_rollouts(
     agent: Agent,
     samples: Sequence[Sample],
@@ -144,7 +137,7 @@ def collect_rollouts(
         try:
             made = [
                 agent.episode(
-                    document_of(sample),
+                    agent_document(sample.context),
                     sample.question,
                     index=rollout_index(step, key, g),
                     sample_id=str(sample.id),
@@ -167,4 +160,4 @@ def collect_rollouts(
     return [groups[q] for q in sorted(groups)]
 
 
-__all__ = ["Rollout", "collect_rollouts", "document_of", "policy_agent", "rollout_index", "trainable_steps"]
+__all__ = ["Rollout", "collect_rollouts", "policy_agent", "rollout_index", "trainable_steps"]
