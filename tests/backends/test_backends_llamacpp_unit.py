@@ -184,3 +184,19 @@ def test_tokenizer_slices_lose_at_most_the_split_character(vocab_tokenizer, text
     assert "\ufffd" not in left + right
     assert text.startswith(left) and text.endswith(right)
     assert len(text) - 1 <= len(left) + len(right) <= len(text)
+
+
+def test_more_instances_than_cpu_threads_warns(monkeypatch, caplog):
+    import logging
+
+    from rememr1.backends import llamacpp
+
+    monkeypatch.setattr(llamacpp, "_available_cpus", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger=llamacpp.log.name):
+        be = llamacpp.LlamaCppBackend(None, concurrency=3)
+        be.close()
+        assert "oversubscribe" in caplog.text and "--concurrency 2" in caplog.text
+        caplog.clear()
+        be = llamacpp.LlamaCppBackend(None, concurrency=2)
+        be.close()
+        assert "oversubscribe" not in caplog.text
