@@ -144,3 +144,51 @@ def test_builtin_model_end_to_end(backend, tmp_path):
     assert proc.stdout.decode().strip()  # an answer (or the raw reply) on stdout
     steps, result = _check_trace(trace)
     assert result["n_chunks"] >= 2
+
+
+@pytest.mark.slow
+def test_ask_compat_official_traces_whole_reply_memories(tmp_path):
+    from rememr1.protocol import official_memory
+
+    trace = tmp_path / "trace.jsonl"
+    proc = run("ask", "examples/harbor_report.txt", "-q", QUESTION, "--chunk-size", "300",
+               "--max-new-tokens", "48", "--compat", "official", "--trace", str(trace), "--quiet")
+    assert proc.returncode == 0, proc.stderr.decode()
+    steps, _ = _check_trace(trace)
+    memory_steps = steps[:-1]
+    for rec in memory_steps:
+        assert rec["memory_after"] == official_memory(rec["reply"])  # the whole reply, always
+    # the next prompt shows that memory as written (the model's tags are not defused)
+    for rec, nxt in zip(memory_steps, steps[1:]):
+        if rec["memory_after"].strip():
+            assert rec["memory_after"] in nxt["prompt"][0]["content"]
+
+
+def test_compat_and_scoring_bad_values(doc, tmp_path):
+    assert_one_line_error(run("ask", str(doc), "-q", "q?", "--compat", "offical"), 2, "offical")
+    assert_one_line_error(run("eval", str(doc), "--out", str(tmp_path / "r"), "--scoring", "lenient"),
+                          2, "lenient")
+    assert_one_line_error(run("ask", str(doc), "-q", "q?", "--compat", "official", "--retriever", "bm25"),
+                          2, "tfidf")
+
+
+def test_eval_report_official_denominator(tmp_path):
+    """A run whose final replies have and lack boxes: the official report drops only the
+    failed generation; strict counts everything."""
+    out = tmp_path / "run"
+    (out / "rememr1").mkdir(parents=True)
+    replies = [  # (final reply, error)
+        (r"\boxed{Paris}", None), ("I could not find it.", None), (r"\boxed{}", None),
+        ("   ", None), ("", "server error 500"), (r"\boxed{Lyon", None),
+    ]
+    lines = [{"id": str(i), "method": "rememr1", "length": "4k", "answers": ["Paris"],
+              "pred": r"Paris" if i == 0 else None, "response": reply, "error": error,
+              "seconds": 1.0, "prompt_tokens": 1, "completion_tokens": 1}
+             for i, (reply, error) in enumerate(replies)]
+    (out / "rememr1" / "f.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    official = run("eval", str(out), "--report", "--scoring", "official")
+    assert official.returncode == 0, official.stderr.decode()
+    assert "20.0" in official.stdout.decode() and "(n=5)" in official.stdout.decode()
+    assert "1 here" in official.stdout.decode()  # one item dropped
+    strict = run("eval", str(out), "--report")
+    assert "16.7" in strict.stdout.decode() and "(n=6)" in strict.stdout.decode()

@@ -93,9 +93,12 @@ def test_truncated_last_line_is_dropped_and_rerun(tmp_path):
     assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b"]
 
 
-def _line(method, length, pred, answers, error=None):
+def _line(method, length, pred, answers, error=None, response=None):
+    if response is None:
+        response = "" if error else f"so \\boxed{{{pred}}}"
     return {"method": method, "length": length, "pred": pred, "answers": answers,
-            "error": error, "seconds": 1.0, "prompt_tokens": 10, "completion_tokens": 5}
+            "response": response, "error": error, "seconds": 1.0, "prompt_tokens": 10,
+            "completion_tokens": 5}
 
 
 def test_summary_strict_vs_official_and_table():

@@ -11,12 +11,11 @@ from hypothesis import strategies as st
 from rememr1.metrics import (
     aggregate,
     exact_match,
-    extract_answer,
-    extract_answer_is,
-    extract_boxed,
     f1_score,
     normalize_answer,
+    official_prediction,
     score,
+    score_official,
     sub_exact_match,
     wilson_interval,
 )
@@ -64,10 +63,9 @@ def test_sub_exact_match_both_directions():
 
 
 def test_sub_exact_match_empty_prediction():
-    # strict: an empty answer matches nothing; official containment: "" is in everything
+    # an empty answer matches nothing, though "" is a substring of every string
     assert sub_exact_match("", ["Obama"]) == 0.0
     assert sub_exact_match("The.", ["Obama"]) == 0.0  # normalises to ""
-    assert sub_exact_match("", ["Obama"], empty_matches=True) == 1.0
 
 
 def test_f1_hand_computed():
@@ -101,81 +99,51 @@ def test_metric_consistency(pred, golds):
         pytest.fail("exact match must give F1 1")
 
 
-# ---------------------------------------------------------------------------- extraction
-
-
-def test_extract_boxed_last_and_nested():
-    assert extract_boxed(r"first \boxed{A} then \boxed{B}") == "B"
-    assert extract_boxed(r"\boxed{\frac{1}{2}}") == r"\frac{1}{2}"
-    assert extract_boxed(r"\boxed { spaced }") == "spaced"
-    assert extract_boxed(r"\boxed{}") == ""
-    assert extract_boxed("no box here") is None
-    assert extract_boxed(None) is None
-
-
-def test_extract_boxed_unclosed():
-    assert extract_boxed(r"answer: \boxed{Paris") is None
-    # an unclosed box after a complete one: the last *complete* box counts
-    assert extract_boxed(r"\boxed{Paris} or maybe \boxed{Lyon") == "Paris"
-    assert extract_boxed(r"\boxed{a{b}") is None
-
-
-def test_extract_boxed_tail_quirk():
-    early = r"\boxed{Paris}" + " filler" * 60  # box 420 characters before the end
-    assert extract_boxed(early) == "Paris"
-    assert extract_boxed(early, tail_chars=300) is None
-    late = "x" * 1000 + r"\boxed{Lyon}"
-    assert extract_boxed(late, tail_chars=300) == "Lyon"
-    # the opening is cut off by the tail window: not found
-    cut = r"\boxed{" + "y" * 295 + "}"
-    assert extract_boxed(cut) == "y" * 295
-    assert extract_boxed(cut, tail_chars=300) is None
-
-
-def test_extract_answer_is():
-    assert extract_answer_is("Reasoning... So the answer is Paris.") == "Paris"
-    assert extract_answer_is("The answer is: **Marie Curie**!\nHope that helps.") == "Marie Curie"
-    assert extract_answer_is("the answer is A. Wait, the answer is B.") == "B"
-    assert extract_answer_is("I do not know.") is None
-    assert extract_answer_is("the answer is") is None
-
-
-def test_extract_answer_modes():
-    text = r"I think the answer is Rome, so \boxed{\text{Paris}}"
-    assert extract_answer(text) == "Paris"
-    assert extract_answer(text, unwrap_text=False) == r"\text{Paris}"
-    assert extract_answer(text, boxed=False) == r"Rome, so \boxed{\text{Paris}}"
-    assert extract_answer(r"\boxed{\textbf{\text{X}}}") == "X"
-    # a wrapper that does not span the whole content is left alone
-    assert extract_answer(r"\boxed{\text{a} and \text{b}}") == r"\text{a} and \text{b}"
-
-
 # ---------------------------------------------------------------------------- scoring modes
 
 
 def test_score_strict_uses_every_alias():
     s = score("USA", ["United States", "USA"])
-    assert s == {"em": 1.0, "sub_em": 1.0, "f1": 1.0, "failed": False, "mode": "strict"}
+    assert s == {"em": 1.0, "sub_em": 1.0, "f1": 1.0, "failed": False, "dropped": False,
+                 "mode": "strict"}
 
 
 def test_score_official_uses_first_alias_only():
-    s = score("USA", ["United States", "USA"], mode="official")
+    s = score_official(r"\boxed{USA}", ["United States", "USA"])
     assert (s["em"], s["sub_em"], s["f1"]) == (0.0, 0.0, 0.0)
-    assert score("United States", ["United States", "USA"], mode="official")["em"] == 1.0
+    assert score_official(r"\boxed{United States}", ["United States", "USA"])["em"] == 1.0
 
 
 def test_score_failure_and_empty():
     assert score(None, ["x"])["failed"] is True
-    assert score(None, ["x"], mode="official")["failed"] is True
     assert score("", ["x"])["sub_em"] == 0.0
-    assert score("", ["x"], mode="official")["sub_em"] == 1.0  # containment quirk
+    # official: an empty box scores 0 and is not dropped; an empty reply is dropped
+    s = score_official(r"\boxed{}", ["x"])
+    assert (s["sub_em"], s["dropped"]) == (0.0, False)
+    assert score_official("", ["x"])["dropped"] is True
+    assert score_official("  \n", ["x"])["dropped"] is False  # whitespace-only: kept, 0
+    assert score_official(r"\boxed{x}", ["x"], failed=True)["dropped"] is True
+
+
+def test_official_prediction_rules():
+    # the text after the last </think>; the whole reply when nothing follows it
+    assert official_prediction(r"<think>\boxed{a}</think> so \boxed{b}") == "b"
+    assert official_prediction(r"<think>\boxed{a}</think>   ") == "a"
+    # unclosed last box: nothing, even with an earlier closed one
+    assert official_prediction(r"\boxed{a} then \boxed{b") is None
+    # the "\boxed X$" spelling wins wherever it is
+    assert official_prediction(r"\boxed Paris$ and later \boxed{Lyon}") == "Paris"
+    # F1 is rounded to two decimals per item: P = 1/2, R = 1 -> 2/3 -> 0.67
+    assert score_official(r"\boxed{x y}", ["y"])["f1"] == 0.67
+    assert score_official(r"\boxed{new york city}", ["york city"])["f1"] == 0.8
+    assert official_prediction("so the answer is Paris.", "answer-is") == "Paris"
 
 
 def test_score_rejects_bad_input():
     with pytest.raises(ValueError):
-        score("x", [], mode="strict")
+        score("x", [])
     with pytest.raises(ValueError):
-        score("x", ["x"], mode="lenient")
+        score_official("x", [])
 
 
 def test_aggregate_strict_counts_failures_as_wrong():
@@ -191,25 +159,27 @@ def test_aggregate_strict_counts_failures_as_wrong():
     assert (agg["ci_low"], agg["ci_high"]) == pytest.approx((100 * lo, 100 * hi))
 
 
-def test_aggregate_official_drops_failures():
-    items = [("Paris", ["Paris", "x"]), (None, ["Rome"]), ("Bonn", ["Berlin", "Bonn"])]
-    agg = aggregate([score(p, g, mode="official") for p, g in items])
+def test_aggregate_official_drops_only_failed_generations():
+    items = [
+        (r"\boxed{Paris}", ["Paris", "x"], False),
+        ("", ["Rome"], False),  # empty output: the official client's failure marker
+        (r"\boxed{Rome}", ["Rome"], True),  # an error anywhere in the episode
+        ("no box at all", ["Bonn"], False),  # kept, scores 0
+        (r"\boxed{Bonn}", ["Berlin", "Bonn"], False),  # first alias only
+    ]
+    agg = aggregate([score_official(r, g, failed=f) for r, g, f in items])
     assert agg["mode"] == "official"
-    assert (agg["n"], agg["n_total"], agg["n_dropped"]) == (2, 3, 1)
-    assert agg["accuracy"] == pytest.approx(50.0)  # Paris right, Bonn vs first alias wrong
-    strict = aggregate([score(p, g) for p, g in items])
-    assert strict["accuracy"] == pytest.approx(200 / 3)  # 2 of 3 with every alias
+    assert (agg["n"], agg["n_total"], agg["n_dropped"], agg["n_failed"]) == (3, 5, 2, 1)
+    assert agg["accuracy"] == pytest.approx(100 / 3)
 
 
 def test_aggregate_mode_checks_and_empty():
     with pytest.raises(ValueError):
-        aggregate([score("a", ["a"]), score("a", ["a"], mode="official")])
-    with pytest.raises(ValueError):
-        aggregate([score("a", ["a"])], mode="official")
-    empty = aggregate([], mode="official")
-    assert empty["n"] == 0 and empty["accuracy"] is None and empty["mode"] == "official"
-    only_failed = aggregate([score(None, ["a"], mode="official")])
-    assert only_failed["n"] == 0 and only_failed["n_dropped"] == 1
+        aggregate([score("a", ["a"]), score_official(r"\boxed{a}", ["a"])])
+    empty = aggregate([])
+    assert empty["n"] == 0 and empty["accuracy"] is None
+    only_failed = aggregate([score_official("", ["a"])])
+    assert only_failed["n"] == 0 and only_failed["n_dropped"] == 1 and only_failed["mode"] == "official"
 
 
 # ---------------------------------------------------------------------------- Wilson interval

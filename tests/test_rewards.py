@@ -140,7 +140,7 @@ def test_reward_config_validation_and_official_preset():
     assert all(getattr(off, name) for name in switches)
     assert not any(getattr(RewardConfig(), name) for name in switches)
     assert (
-        RewardConfig.official(outcome_metric="f1", boxed_tail_only=False).boxed_tail_only is False
+        RewardConfig.official(outcome_metric="f1", official_outcome=False).official_outcome is False
     )
 
 
@@ -205,11 +205,15 @@ def test_callback_bonus_official_form():
     prompt = "Who discovered polonium? Memory: Curie"  # R(prompt) = 1/2
     half = mem_step(1, prompt=prompt, before="Curie", hits=("Marie",))
     assert callback_bonus(half, CURIE) == pytest.approx(0.5)  # default: 1 - 1/2
-    assert callback_bonus(half, CURIE, cfg) == 0.0  # official: max(0, 1/2 - 1/2)
+    assert callback_bonus(half, CURIE, cfg) == pytest.approx(0.5)  # R(hit + prompt) = 1
     full = mem_step(1, prompt=prompt, before="Curie", hits=("Marie Curie",))
     assert callback_bonus(full, CURIE, cfg) == pytest.approx(0.5)  # 1 - 1/2
     none = mem_step(1, prompt=prompt, before="Curie", hits=("Warsaw",))
-    assert callback_bonus(none, CURIE, cfg) == 0.0  # clamped at 0, not -1/2
+    assert callback_bonus(none, CURIE, cfg) == 0.0  # nothing new: 1/2 - 1/2
+    # nothing retrieved: the placeholder stands in for the recalled memory
+    empty = mem_step(1, prompt="Question: who?", before="", hits=())
+    assert callback_bonus(empty, ["No"], cfg) == 1.0  # "No memory was recalled." has "No"
+    assert callback_bonus(empty, ["No"]) == 0.0
 
 
 # ---------------------------------------------------------------------------- format
@@ -314,17 +318,18 @@ def test_double_state_switch_leaves_rewards_alone():
     assert a == b
 
 
-def test_boxed_tail_only_switch():
+def test_official_outcome_switch():
     reply = r"The answer: \boxed{Marie Curie}." + " Let me double-check my reasoning." * 12
     steps = _episode()[:-1] + [final_step(3, answer="Marie Curie", reply=reply)]
     assert episode_rewards(steps, CURIE).outcome == 1.0
-    tail = episode_rewards(steps, CURIE, RewardConfig(boxed_tail_only=True))
-    assert tail.answer is None and tail.outcome == 0.0
-    # a box near the end is still found
+    tail = episode_rewards(steps, CURIE, RewardConfig(official_outcome=True))
+    assert tail.answer is None and tail.outcome == 0.0  # the box is not in the last 300 chars
+    # a box near the end is found; case does not matter (both sides are lower-cased)
     late = steps[:-1] + [
-        final_step(3, answer="Marie Curie", reply="x" * 500 + r"\boxed{marie curie}")
+        final_step(3, answer="Marie Curie", reply="x" * 500 + r"\boxed{MARIE CURIE}")
     ]
-    assert episode_rewards(late, CURIE, RewardConfig(boxed_tail_only=True)).outcome == 1.0
+    ep = episode_rewards(late, CURIE, RewardConfig(official_outcome=True))
+    assert (ep.outcome, ep.answer) == (1.0, "marie curie")
 
 
 def test_episode_without_final_step():

@@ -9,7 +9,9 @@ its baselines, benchmarks and RL training.
 from .agent import METHODS, Agent, AgentConfig, AgentState, Episode, transition
 from .backends import load_backend
 from .backends.base import Backend, ChatRequest, Generation, SamplingParams
+from .compat import AgentCompat
 from .errors import BackendError, InputError, RememrError
+from .protocol import answer_of
 from .records import AnswerResult, RecallHit, StepRecord
 
 __version__ = "0.1.0"
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "Agent",
+    "AgentCompat",
     "AgentConfig",
     "AgentState",
     "AnswerResult",
@@ -30,6 +33,7 @@ __all__ = [
     "RememrError",
     "SamplingParams",
     "StepRecord",
+    "answer_of",
     "load_backend",
     "transition",
 ]

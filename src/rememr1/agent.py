@@ -33,9 +33,20 @@ from dataclasses import dataclass, replace
 
 from .backends.base import Backend, ChatRequest, Generation, SamplingParams
 from .chunking import DEFAULT_CHUNK_SIZE, Chunk, TokenizedDocument
+from .compat import AgentCompat
 from .errors import InputError
 from .memory import Retriever, make_retriever
-from .protocol import TemplateSet, load_templates, memory_from_reply, parse_reply, render_prompt
+from .protocol import (
+    ANSWER_FORMATS,
+    TemplateSet,
+    answer_of,
+    load_templates,
+    memory_from_reply,
+    official_memory,
+    official_recall_query,
+    parse_reply,
+    render_prompt,
+)
 from .records import FINAL_STEP, MEMORY_STEP, AnswerResult, RecallHit, StepRecord, Usage
 
 
@@ -73,14 +84,23 @@ def get_method(name: str) -> Method:
 class AgentState:
     """What the agent knows before a memory step.
 
-    `history[i]` is the memory written by step i; `memory` is the latest one (or "" before
-    the first step); `recalled` is what the next prompt shows as recalled memory.
+    `history` holds the memories written so far, in order (each distinct memory once
+    under the `memory_set` compatibility switch); `history_steps[i]` is the step that
+    wrote `history[i]`. `memory` is the latest memory ("" before the first step);
+    `recalled` is what the next prompt shows as recalled memory.
     """
 
     step: int = 0
     memory: str = ""
     recalled: tuple[RecallHit, ...] = ()
     history: tuple[str, ...] = ()
+    history_steps: tuple[int, ...] = ()  # default: memory i was written by step i
+
+    def __post_init__(self) -> None:
+        if not self.history_steps and self.history:
+            object.__setattr__(self, "history_steps", tuple(range(len(self.history))))
+        if len(self.history_steps) != len(self.history):
+            raise ValueError("history_steps must name the step of every history entry")
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,9 @@ class Transition:
     update_closed: bool
 
 
+NO_COMPAT = AgentCompat()
+
+
 def transition(
     state: AgentState,
     reply: str,
@@ -105,28 +128,48 @@ def transition(
     retriever: Retriever | None,
     top_k: int = 1,
     fallback: str = "keep",
+    compat: AgentCompat = NO_COMPAT,
 ) -> tuple[AgentState, Transition]:
     """(state, model reply) -> next state. The one state-transition function.
 
-    The recall query is searched over the memories of *earlier* steps: the history as it
-    was before this step's new memory is appended. The retriever is an append-only index
-    of the history; `sync` brings it to `state.history`, so the result depends only on
-    the state, never on what the retriever saw before.
+    The new memory is the reply's <update> (or the fallback); the query its first
+    <recall> (rule-callback: the question). The query is searched over the memories of
+    *earlier* steps: the history as it was before this step's memory is appended
+    (`compat.recall_current`: after, so the new memory is a candidate too). The retriever
+    is an append-only index of the history; `sync` brings it to the candidates, so the
+    result depends only on the state, never on what the retriever saw before. `compat`
+    switches the other official-code behaviours (`rememr1.compat`).
     """
     parsed = parse_reply(reply)
-    memory = memory_from_reply(parsed, reply, state.memory, fallback)
+    if compat.whole_reply_memory:
+        memory = official_memory(reply)
+    else:
+        memory = memory_from_reply(parsed, reply, state.memory, fallback)
     query: str | None = None
     if method.recall:
-        query = question if method.query_from_question else parsed.recall
+        if method.query_from_question:
+            query = question
+        elif compat.official_recall:
+            query = official_recall_query(reply)
+        else:
+            query = parsed.recall
+    history, steps = state.history, state.history_steps
+    if not (compat.memory_set and memory in history):
+        history, steps = history + (memory,), steps + (state.step,)
+    candidates = len(history) if compat.recall_current else len(state.history)
     hits: tuple[RecallHit, ...] = ()
-    if query and retriever is not None and state.history:
-        retriever.sync(state.history)
-        hits = tuple(retriever.search(query, k=top_k, limit=len(state.history)))
+    if query is not None and retriever is not None and candidates:
+        retriever.sync(history[:candidates])
+        hits = tuple(
+            replace(h, step=steps[h.step])  # index in the history -> the step that wrote it
+            for h in retriever.search(query, k=top_k, limit=candidates)
+        )
     nxt = AgentState(
         step=state.step + 1,
         memory=memory,
         recalled=hits,
-        history=state.history + (memory,),
+        history=history,
+        history_steps=steps,
     )
     return nxt, Transition(
         thinking=parsed.thinking,
@@ -163,6 +206,8 @@ class AgentConfig:
     templates: str | None = None  # directory with replacement template files
     rag_chunk_size: int = 512  # rag: size of the retrieved chunks
     rag_top_k: int = 8
+    answer_format: str = "boxed"  # how the final reply states the answer (protocol.ANSWER_FORMATS)
+    compat: AgentCompat = NO_COMPAT  # official-code behaviours (rememr1.compat)
 
 
 def _request_seed(seed: int | None, sample: int, step: int) -> int | None:
@@ -210,9 +255,7 @@ class Episode:
         self.doc = TokenizedDocument(
             document, agent.backend.tokenizer, max_tokens=agent.config.max_context_tokens
         )
-        self.retriever = (
-            make_retriever(agent.config.retriever) if self.method.recall else None
-        )
+        self.retriever = agent.make_retriever() if self.method.recall else None
         if self.method.single_prompt is None:
             self.spans = self.doc.spans(agent.chunk_size)
         else:
@@ -237,24 +280,20 @@ class Episode:
         if self.method.single_prompt is not None:
             kind = FINAL_STEP
             prompt = render_prompt(tpl.final, problem=self.question, section=self._context())
-        elif t < len(self.spans):
-            kind = MEMORY_STEP
-            chunk = self._chunk(t)
-            prompt = render_prompt(
-                tpl.step,
-                problem=self.question,
-                memory=self.state.memory,
-                recalled=recalled_text(self.state.recalled),
-                section=chunk.text,
-            )
         else:
-            kind = FINAL_STEP
-            prompt = render_prompt(
-                tpl.final,
+            shown = dict(  # memory None before the first step: the placeholder
                 problem=self.question,
-                memory=self.state.memory,
+                memory=self.state.memory if t > 0 else None,
                 recalled=recalled_text(self.state.recalled),
+                verbatim_memory=self.agent.config.compat.verbatim_memory,
             )
+            if t < len(self.spans):
+                kind = MEMORY_STEP
+                chunk = self._chunk(t)
+                prompt = render_prompt(tpl.step, section=chunk.text, **shown)
+            else:
+                kind = FINAL_STEP
+                prompt = render_prompt(tpl.final, **shown)
         req = ChatRequest(
             messages=[{"role": "user", "content": prompt}],
             seed=_request_seed(self.agent.sampling.seed, self.index, t),
@@ -314,6 +353,7 @@ class Episode:
                 retriever=self.retriever,
                 top_k=cfg.top_k,
                 fallback=cfg.fallback,
+                compat=cfg.compat,
             )
             rec.memory_after = tr.memory
             rec.thinking = tr.thinking
@@ -324,10 +364,10 @@ class Episode:
             parsed = parse_reply(gen.text)
             rec.memory_after = before.memory
             rec.thinking = parsed.thinking
-            rec.answer = parsed.boxed
+            rec.answer = answer_of(gen.text, self.agent.config.answer_format)
             rec.n_boxed = parsed.n_boxed
             rec.n_recall = parsed.n_recall
-            self.answer = parsed.boxed
+            self.answer = rec.answer
             self.done = True
             self.finished_at = time.perf_counter()
         if gen.error and self.error is None:
@@ -381,6 +421,8 @@ class Agent:
         max_context_tokens: int | None = None,
         fallback: str = "keep",
         templates: str | None = None,
+        answer_format: str = "boxed",
+        compat: AgentCompat = NO_COMPAT,
         config: AgentConfig | None = None,
     ) -> None:
         if config is None:
@@ -392,13 +434,19 @@ class Agent:
                 top_k=top_k,
                 fallback=fallback,
                 templates=templates,
+                answer_format=answer_format,
+                compat=compat,
             )
         self.config = config
         self.method = get_method(config.method)
         if config.top_k < 1:
             raise InputError(f"top-k must be at least 1, got {config.top_k}")
-        if self.method.recall or self.method.single_prompt == "rag":
-            make_retriever(config.retriever)  # fail early on an unknown name
+        if config.answer_format not in ANSWER_FORMATS:
+            raise InputError(f"unknown answer format {config.answer_format!r}; choose one of: "
+                             + ", ".join(ANSWER_FORMATS))
+        if config.compat.tfidf_model_tokens and config.retriever != "tfidf":
+            raise InputError(f"model-token TF-IDF (--tfidf-model-tokens, part of --compat official) "
+                             f"needs --retriever tfidf, not {config.retriever!r}")
         self.templates: TemplateSet = load_templates(config.method, config.templates)
         if backend is None:
             from .backends import load_backend
@@ -412,6 +460,15 @@ class Agent:
             raise InputError("max new tokens must be at least 1")
         self.sampling = sampling
         self.chunk_size = self._fit_chunk_size()
+        if self.method.recall or self.method.single_prompt == "rag":
+            self.make_retriever()  # fail early on an unknown name or option
+
+    def make_retriever(self) -> Retriever:
+        """A fresh retriever for one episode's history, as the config and its compatibility
+        switches ask (the policy tokenizer's pieces for TF-IDF, a top-1 at zero)."""
+        cfg = self.config
+        options = {"tokenizer": self.backend.tokenizer} if cfg.compat.tfidf_model_tokens else {}
+        return make_retriever(cfg.retriever, top_at_zero=cfg.compat.recall_at_zero, **options)
 
     # Prompt room taken by instructions and the question (a generous estimate).
     PROMPT_OVERHEAD = 512

@@ -115,15 +115,56 @@ TopPOpt = typer.Option(0.95, "--top-p")
 SeedOpt = typer.Option(0, "--seed", help="sampling seed (per step, independent of batching)")
 FallbackOpt = typer.Option("keep", "--fallback", help="memory when a reply has no <update>: keep | reply | empty")
 TemplatesOpt = typer.Option(None, "--templates", help="directory with replacement prompt templates")
+AnswerFormatOpt = typer.Option(
+    "boxed", "--answer-format",
+    help="how the final reply states the answer: boxed (last \\boxed{}) | answer-is (text after 'the answer is')",
+)
 QuietOpt = typer.Option(False, "--quiet", help="no progress bar")
+
+# Official-code compatibility (SPEC §9, rememr1.compat): a preset and one switch per behaviour.
+_COMPAT_PANEL = "Official-code compatibility (off by default)"
+CompatOpt = typer.Option(
+    "none", "--compat", rich_help_panel=_COMPAT_PANEL,
+    help="none | official: behave like the official ReMemR1 code (memory, history, retrieval, "
+    "recall parsing; eval also scores officially). Switches below override the preset.",
+)
+
+
+def _switch(name: str, help: str):
+    return typer.Option(None, f"--{name}/--no-{name}", help=help, rich_help_panel=_COMPAT_PANEL,
+                        show_default=False)
+
+
+WholeReplyMemoryOpt = _switch("whole-reply-memory", "memory = the whole reply minus <recall> spans, at every step")
+VerbatimMemoryOpt = _switch("verbatim-memory", "memories enter prompts as written (their tags not defused)")
+MemorySetOpt = _switch("memory-set", "history keeps each distinct memory once")
+RecallCurrentOpt = _switch("recall-current", "retrieve after adding the new memory (it is a candidate too)")
+TfidfModelTokensOpt = _switch("tfidf-model-tokens", "TF-IDF over the model tokenizer's pieces")
+RecallAtZeroOpt = _switch("recall-at-zero", "return the top-1 even when nothing matches")
+OfficialRecallOpt = _switch("official-recall", "query = first greedy single-line <recall>(.+)</recall>, placeholders too")
+
+
+def compat_options(compat: str, *, training: bool, whole_reply_memory, verbatim_memory, memory_set,
+                   recall_current, tfidf_model_tokens, recall_at_zero, official_recall):
+    """The agent's compatibility switches from the preset and the explicit switches."""
+    from .compat import agent_compat
+
+    return agent_compat(
+        compat, training=training, whole_reply_memory=whole_reply_memory,
+        verbatim_memory=verbatim_memory, memory_set=memory_set, recall_current=recall_current,
+        tfidf_model_tokens=tfidf_model_tokens, recall_at_zero=recall_at_zero,
+        official_recall=official_recall,
+    )
 
 
 AGENT_OPTIONS = ("chunk_size", "max_new_tokens", "max_context_tokens", "retriever", "top_k",
-                 "temperature", "top_p", "seed", "fallback", "templates")
+                 "temperature", "top_p", "seed", "fallback", "templates", "answer_format")
+COMPAT_SWITCHES = ("whole_reply_memory", "verbatim_memory", "memory_set", "recall_current",
+                   "tfidf_model_tokens", "recall_at_zero", "official_recall")
 
 
-def build_agent(be, method: str, *, chunk_size, max_new_tokens, max_context_tokens, retriever,
-                top_k, temperature, top_p, seed, fallback, templates):
+def build_agent(be, method: str, *, compat, chunk_size, max_new_tokens, max_context_tokens,
+                retriever, top_k, temperature, top_p, seed, fallback, templates, answer_format):
     """The agent for one method from command-line options (shared by ask and eval)."""
     from .agent import Agent
 
@@ -136,6 +177,8 @@ def build_agent(be, method: str, *, chunk_size, max_new_tokens, max_context_toke
         max_context_tokens=max_context_tokens,
         fallback=fallback,
         templates=templates,
+        answer_format=answer_format,
+        compat=compat,
         sampling=make_sampling(method, max_new_tokens, temperature, top_p, seed),
     )
 
@@ -159,6 +202,15 @@ def ask(
     seed: Optional[int] = SeedOpt,
     fallback: str = FallbackOpt,
     templates: Optional[str] = TemplatesOpt,
+    answer_format: str = AnswerFormatOpt,
+    compat: str = CompatOpt,
+    whole_reply_memory: Optional[bool] = WholeReplyMemoryOpt,
+    verbatim_memory: Optional[bool] = VerbatimMemoryOpt,
+    memory_set: Optional[bool] = MemorySetOpt,
+    recall_current: Optional[bool] = RecallCurrentOpt,
+    tfidf_model_tokens: Optional[bool] = TfidfModelTokensOpt,
+    recall_at_zero: Optional[bool] = RecallAtZeroOpt,
+    official_recall: Optional[bool] = OfficialRecallOpt,
     trace: Optional[Path] = typer.Option(None, "--trace", help="write one JSON line per step, then the result"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show each step's memory and recall"),
     quiet: bool = QuietOpt,
@@ -173,13 +225,15 @@ def ask(
     from .progress import StepProgress
 
     agent_opts = {k: v for k, v in locals().items() if k in AGENT_OPTIONS}
+    switches = compat_options(compat, training=False, **{k: v for k, v in locals().items()
+                                                         if k in COMPAT_SWITCHES})
 
     text = read_document(document, encoding)
     if not question.strip():
         raise InputError("the question is empty")
     be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
     with be:
-        agent = build_agent(be, method, **agent_opts)
+        agent = build_agent(be, method, compat=switches, **agent_opts)
         episode = agent.episode(text, question)
         trace_file = _open_trace(trace)
         try:
@@ -202,7 +256,8 @@ def ask(
     if result.error:
         err.print(f"warning: {result.error}")
     if result.answer is None:
-        err.print("note: the model gave no \\boxed{} answer; showing its raw final reply")
+        missing = "\\boxed{}" if answer_format == "boxed" else "'the answer is'"
+        err.print(f"note: the model gave no {missing} answer; showing its raw final reply")
         print(result.response.strip())
     else:
         print(result.answer)
@@ -221,7 +276,7 @@ def eval_cmd(
     method: str = typer.Option("rememr1", "--method", help="comma-separated: rememr1,memagent,rule-callback,full-context,rag"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (results are appended; reruns resume)"),
     report: bool = typer.Option(False, "--report", help="only rebuild the table and plot of a run directory"),
-    scoring: str = typer.Option("strict", "--scoring", help="strict (any alias, failures wrong) | official (first alias, failures dropped)"),
+    scoring: Optional[str] = typer.Option(None, "--scoring", help="strict (default: any alias, no answer = wrong) | official (the official scorer: first alias, only failed generations dropped; default with --compat official)"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N items of each file"),
     hotpot_dev: Optional[str] = typer.Option(None, "--hotpot-dev", help="HotpotQA dev JSON, to rebuild index-only MemAgent contexts"),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="rerun items recorded with an error"),
@@ -239,6 +294,15 @@ def eval_cmd(
     seed: Optional[int] = SeedOpt,
     fallback: str = FallbackOpt,
     templates: Optional[str] = TemplatesOpt,
+    answer_format: str = AnswerFormatOpt,
+    compat: str = CompatOpt,
+    whole_reply_memory: Optional[bool] = WholeReplyMemoryOpt,
+    verbatim_memory: Optional[bool] = VerbatimMemoryOpt,
+    memory_set: Optional[bool] = MemorySetOpt,
+    recall_current: Optional[bool] = RecallCurrentOpt,
+    tfidf_model_tokens: Optional[bool] = TfidfModelTokensOpt,
+    recall_at_zero: Optional[bool] = RecallAtZeroOpt,
+    official_recall: Optional[bool] = OfficialRecallOpt,
     quiet: bool = QuietOpt,
     dtype: str = DtypeOpt,
     device: str = DeviceOpt,
@@ -251,9 +315,13 @@ def eval_cmd(
 
     from .agent import Agent, get_method
     from .backends import DEFAULT_CONCURRENCY
-    from .eval import run_eval, write_report
+    from .compat import check_preset
+    from .eval import default_scoring, run_eval, write_report
+    from .metrics import SCORING_MODES
     from .progress import StepProgress
 
+    if scoring is not None and scoring not in SCORING_MODES:
+        raise InputError(f"unknown scoring {scoring!r}; choose strict or official")
     if report:
         if len(inputs) != 1:
             raise InputError("--report takes exactly one run directory")
@@ -262,8 +330,10 @@ def eval_cmd(
         return
     if out is None:
         raise InputError("--out is required (the run directory for results)")
-    if scoring not in ("strict", "official"):
-        raise InputError(f"unknown scoring {scoring!r}; choose strict or official")
+    compat = check_preset(compat)
+    switches = compat_options(compat, training=False, **{k: v for k, v in locals().items()
+                                                         if k in COMPAT_SWITCHES})
+    scoring = scoring or default_scoring({"compat": compat})
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for m in methods:
         get_method(m)
@@ -278,10 +348,11 @@ def eval_cmd(
             files.append(f)
     be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
     agent_opts = {k: v for k, v in locals().items() if k in AGENT_OPTIONS}
-    config = {"backend": backend, "model": be.model_name, **agent_opts}
+    config = {"backend": backend, "model": be.model_name, **agent_opts, "compat": compat,
+              "compat_switches": switches.active()}
 
     def make_agent(m: str) -> Agent:
-        return build_agent(be, m, **agent_opts)
+        return build_agent(be, m, compat=switches, **agent_opts)
 
     with be, StepProgress(0, console=err, disable=quiet, label="items") as progress:
         correct = [0, 0]

@@ -28,7 +28,7 @@ from typing import Any
 from .agent import Agent, Episode, get_method
 from .data.records import agent_document
 from .errors import InputError
-from .metrics import SCORING_MODES, aggregate, normalize_answer, score
+from .metrics import SCORING_MODES, aggregate, normalize_answer, score, score_official
 from .records import AnswerResult, StepRecord
 
 def length_of(metadata: dict[str, Any]) -> str:
@@ -96,7 +96,7 @@ def diagnostic_names(metadata: dict[str, Any], answers: Sequence[str]) -> dict[s
 
 
 def item_line(sample, result: AnswerResult, *, method: str, model: str, source: str) -> dict:
-    s = score(result.answer, sample.answers, mode="strict")
+    s = score(result.answer, sample.answers)
     line = {
         "id": sample.id,
         "file": source,
@@ -127,7 +127,7 @@ def item_line(sample, result: AnswerResult, *, method: str, model: str, source: 
 
 
 def failed_line(sample, error: str, *, method: str, model: str, source: str) -> dict:
-    s = score(None, sample.answers, mode="strict")
+    s = score(None, sample.answers)
     return {
         "id": sample.id, "file": source, "method": method, "model": model,
         "question": sample.question, "answers": list(sample.answers), "pred": None,
@@ -298,7 +298,16 @@ def _stable_index(sample_id) -> int:
 # ----------------------------------------------------------------------------- report
 
 
-def summarize(lines: Sequence[dict], *, mode: str = "strict") -> list[dict]:
+def score_line(line: dict, mode: str, answer_format: str = "boxed") -> dict:
+    """A result line scored in `mode`: strict from its `pred` (the agent's answer rule),
+    official from its raw final `response` and whether it failed (`metrics.score_official`)."""
+    if mode == "official":
+        return score_official(line.get("response"), line["answers"], failed=bool(line.get("error")),
+                              answer_format=answer_format)
+    return score(line["pred"], line["answers"])
+
+
+def summarize(lines: Sequence[dict], *, mode: str = "strict", answer_format: str = "boxed") -> list[dict]:
     """One row per (method, length): accuracy with its Wilson interval, cost."""
     if mode not in SCORING_MODES:
         raise InputError(f"unknown scoring {mode!r}; choose one of: {', '.join(SCORING_MODES)}")
@@ -307,7 +316,7 @@ def summarize(lines: Sequence[dict], *, mode: str = "strict") -> list[dict]:
         groups[(line["method"], str(line["length"]))].append(line)
     rows = []
     for (method, length), items in groups.items():
-        agg = aggregate([score(i["pred"], i["answers"], mode=mode) for i in items], mode)
+        agg = aggregate([score_line(i, mode, answer_format) for i in items])
         rows.append({
             "method": method,
             "length": length,
@@ -336,10 +345,13 @@ def markdown_table(rows: Sequence[dict], mode: str) -> str:
             else:
                 cells.append(f"{r['accuracy']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] (n={r['n']})")
         body.append(f"| {m} | " + " | ".join(cells) + " |")
+    dropped = sum(r["n_dropped"] for r in rows)
     note = (
         f"Accuracy = sub-EM × 100, scoring `{mode}` "
-        + ("(any gold alias; failed generations count as wrong)" if mode == "strict"
-           else "(first gold alias only; failed generations dropped)")
+        + ("(any gold alias; items without an answer, failed ones included, count as wrong)"
+           if mode == "strict"
+           else "(the official scorer: first gold alias only; answer = last box after the last "
+                f"</think>; only failed generations are dropped: {dropped} here)")
         + "; brackets: Wilson 95% interval."
     )
     return "\n".join([head, sep, *body, "", note])
@@ -373,15 +385,32 @@ def plot(rows: Sequence[dict], path: Path, mode: str) -> Path:
     return path
 
 
-def write_report(out_dir: str | Path, *, mode: str = "strict") -> tuple[str, list[dict]]:
-    """Table, summary JSON and plot from the saved lines of a run directory."""
+def run_config(out_dir: str | Path) -> dict:
+    """The configuration a run directory was started with ({} if none was saved)."""
+    path = Path(out_dir) / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def default_scoring(config: dict) -> str:
+    """The scoring a run reports unless told otherwise: official for `--compat official`."""
+    return "official" if config.get("compat") == "official" else "strict"
+
+
+def write_report(out_dir: str | Path, *, mode: str | None = None) -> tuple[str, list[dict]]:
+    """Table, summary JSON and plot from the saved lines of a run directory. `mode` None:
+    the run's default (`default_scoring`)."""
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"no such run directory: {out}")
     lines = read_lines(out)
     if not lines:
         raise InputError(f"{out} holds no results yet")
-    rows = summarize(lines, mode=mode)
+    config = run_config(out)
+    mode = mode or default_scoring(config)
+    rows = summarize(lines, mode=mode, answer_format=config.get("answer_format", "boxed"))
     table = markdown_table(rows, mode)
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
     (out / "summary.json").write_text(json.dumps({"mode": mode, "rows": rows}, indent=2))

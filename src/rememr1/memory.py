@@ -10,7 +10,9 @@ INTERFACE CONTRACT (implemented by the retrievers in this module):
 `limit` restricts candidates to the first `limit` entries, so the caller can ask for
 "memories written before this step" without removing anything. Hits are sorted by score,
 best first; ties go to the later (more recent) memory; entries with zero score are never
-returned; an empty or whitespace query returns [].
+returned; an empty or whitespace query returns []. `make_retriever(name, top_at_zero=True)`
+(the official code's behaviour) instead always returns the top-k, zero scores and blank
+queries included.
 
 The retrievers:
 
@@ -18,6 +20,8 @@ The retrievers:
   ``TfidfVectorizer()`` on the candidate memories at every query (what the official code
   does), but computed incrementally: raw term counts per memory are kept as rows of a
   growing sparse matrix, and a query costs a few sparse mat-vec products (O(nnz)).
+  ``make_retriever("tfidf", tokenizer=tok)`` uses the policy tokenizer's pieces as terms,
+  as the official code does.
 - ``bm25``: Okapi BM25 (Lucene variant) from the ``bm25s`` library, index rebuilt only
   when the candidate set changed.
 - ``overlap``: the paper's word-overlap recall: the fraction of the query's words (lower
@@ -62,6 +66,8 @@ class Retriever(ABC):
     #: Lexical retrievers drop candidates that share nothing with the query; dense
     #: retrievers rank everything.
     keep_zero_scores = False
+    #: Return the top-k even for a blank query or when every score is zero (official).
+    top_at_zero = False
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -92,19 +98,20 @@ class Retriever(ABC):
             raise InputError(f"the number of recalled memories must be at least 1, got {k}")
         if limit is not None and limit < 0:
             raise InputError(f"the recall limit must not be negative, got {limit}")
-        if not query or not query.strip():
-            return []
         m = len(self.texts) if limit is None else min(limit, len(self.texts))
         if m == 0:
             return []
-        scores = self._scores(query, m)
+        blank = not query or not query.strip()
+        scores = None if blank else self._scores(query, m)
         if scores is None:
-            return []
+            if not self.top_at_zero:
+                return []
+            scores = np.zeros(m)
         return self._rank(np.asarray(scores, dtype=np.float64), k)
 
     def _rank(self, scores: np.ndarray, k: int) -> list[RecallHit]:
         idx = np.arange(len(scores))
-        if not self.keep_zero_scores:
+        if not (self.keep_zero_scores or self.top_at_zero):
             idx = idx[scores > 0]
         if idx.size == 0:
             return []
@@ -145,7 +152,10 @@ def register(name: str) -> Callable[[type[Retriever]], type[Retriever]]:
     return deco
 
 
-def make_retriever(name: str = DEFAULT_RETRIEVER, **kwargs: Any) -> Retriever:
+def make_retriever(name: str = DEFAULT_RETRIEVER, *, top_at_zero: bool = False,
+                   **kwargs: Any) -> Retriever:
+    """A retriever by name; `kwargs` are its own options, `top_at_zero` see the module
+    docstring."""
     try:
         cls = RETRIEVERS[name]
     except KeyError:
@@ -156,7 +166,9 @@ def make_retriever(name: str = DEFAULT_RETRIEVER, **kwargs: Any) -> Retriever:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
         raise InputError(f"bad option for the {name!r} retriever: {e}") from None
-    return cls(**kwargs)
+    retriever = cls(**kwargs)
+    retriever.top_at_zero = top_at_zero
+    return retriever
 
 
 class _GrowArray:
@@ -205,12 +217,23 @@ class TfidfRetriever(Retriever):
     O(nnz) mat-vec products remain.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tokenizer=None) -> None:
         super().__init__()
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        # sklearn's own analyzer, so tokenisation is exactly the vectorizer's.
-        self._analyze = TfidfVectorizer().build_analyzer()
+        # sklearn's own analyzer, so tokenisation is exactly the vectorizer's; with a model
+        # tokenizer, the vectorizer the official code builds around it (it lower-cases,
+        # then the tokenizer's pieces, with the byte-level space marker removed, are terms).
+        if tokenizer is None:
+            vectorizer = TfidfVectorizer()
+        else:
+            from .backends.tokenization import token_pieces
+
+            def pieces(text: str) -> list[str]:
+                return [p.replace("\u0120", "") for p in token_pieces(tokenizer, text.lower())]
+
+            vectorizer = TfidfVectorizer(tokenizer=pieces, token_pattern=None)
+        self._analyze = vectorizer.build_analyzer()
         self._on_reset()
 
     def _on_reset(self) -> None:

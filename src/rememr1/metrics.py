@@ -1,14 +1,19 @@
-"""Answer scoring: normalisation, EM / sub-EM / F1, answer extraction, accuracy with intervals.
+"""Answer scoring: normalisation, EM / sub-EM / F1, accuracy with intervals.
 
 Two scoring modes (always reported next to any number they produce):
 
-* ``strict`` (default): a prediction is compared with every gold alias and the best match
-  counts; a failed generation (no answer could be extracted, ``pred is None``) counts as
-  wrong; an empty prediction matches nothing.
-* ``official``: what the MemAgent / ReMemR1 evaluation scripts do, for comparing with their
-  published numbers: only the *first* gold alias is used, failed generations are dropped
-  from the denominator, and (since their sub-EM is a bare containment test) an empty
-  prediction is a "substring" of every gold answer and so counts as a sub-EM hit.
+* ``strict`` (default): the prediction is the agent's answer (`protocol.answer_of`, the
+  one answer rule); it is compared with every gold alias and the best match counts; an
+  item without an answer (``pred is None``, including failed generations) counts as wrong;
+  an empty prediction matches nothing.
+* ``official``: the MemAgent / ReMemR1 evaluation script, re-stated (`score_official`),
+  for comparing with published numbers. It reads the final *reply* itself: an item is
+  dropped from the denominator only when its generation failed (the official client turns
+  a failed request into an empty output, and drops empty outputs; a whitespace-only reply
+  is kept and scores 0); the answer is the last box of the text after the last
+  ``</think>`` (the whole reply when nothing follows it), found the MATH way
+  (`protocol.official_boxed`); no answer or an empty one scores 0 everywhere; only the
+  *first* gold alias is used; F1 is rounded to two decimals per item, as their script does.
 
 The papers' "accuracy" is sub-EM x 100; `aggregate` reports it with a Wilson 95% interval.
 """
@@ -22,13 +27,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from .protocol import boxed_contents
+from .protocol import official_boxed
 
 ScoringMode = Literal["strict", "official"]
 SCORING_MODES: tuple[str, ...] = ("strict", "official")
-
-# Where the official scorers look for \boxed{}: only the end of the reply.
-OFFICIAL_BOXED_TAIL_CHARS = 300
 
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -72,24 +74,16 @@ def exact_match(pred: str | None, golds: str | Sequence[str]) -> float:
     return float(any(p == normalize_answer(g) for g in aliases))
 
 
-def sub_exact_match(
-    pred: str | None, golds: str | Sequence[str], *, empty_matches: bool = False
-) -> float:
+def sub_exact_match(pred: str | None, golds: str | Sequence[str]) -> float:
     """1.0 when the normalised prediction contains, or is contained in, some gold alias.
-
-    An empty (after normalisation) prediction or gold matches nothing unless
-    `empty_matches` is set, which reproduces the official scorer's plain containment
-    test, under which "" is inside every string.
-    """
+    An empty (after normalisation) prediction or gold matches nothing."""
     aliases = _aliases(golds)
     if pred is None:
         return 0.0
     p = normalize_answer(pred)
     for g in aliases:
         gn = normalize_answer(g)
-        if not empty_matches and (not p or not gn):
-            continue
-        if gn in p or p in gn:
+        if p and gn and (gn in p or p in gn):
             return 1.0
     return 0.0
 
@@ -103,122 +97,69 @@ def f1_score(pred: str | None, golds: str | Sequence[str]) -> float:
     return max(_f1_single(p, normalize_answer(g)) for g in aliases)
 
 
-# ---------------------------------------------------------------------------- extraction
-
-_ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mbox)\s*\{")
-_TRAILING = ".,;:!?" + " \t\r\n"
-
-
-def _matched_end(text: str, start: int) -> int | None:
-    """Index just past the brace that closes the one opened right before `start`."""
-    depth = 1
-    for i in range(start, len(text)):
-        ch = text[i]
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
-
-
-def extract_boxed(text: str | None, *, tail_chars: int | None = None) -> str | None:
-    """Content of the last complete, brace-matched ``\\boxed{...}`` (nested braces kept).
-
-    An unclosed ``\\boxed{`` is skipped; with no complete one the result is None.
-    `tail_chars` searches only the last that many characters of `text`, as the official
-    scorers do with 300 (`OFFICIAL_BOXED_TAIL_CHARS`): a box that starts earlier, or whose
-    opening was cut off, is not found.
-    """
-    if text is None:
-        return None
-    if tail_chars is not None:
-        if tail_chars < 0:
-            raise ValueError("tail_chars must be >= 0")
-        text = text[len(text) - tail_chars :] if tail_chars < len(text) else text
-    found = boxed_contents(text)  # the agent's parser: one rule for what a box is
-    return found[-1].strip() if found else None
-
-
-def extract_answer_is(text: str | None) -> str | None:
-    """Text after the last "the answer is" (any case), up to the end of that line.
-
-    Markdown emphasis (``*``), a leading colon and trailing punctuation are removed. None
-    when the phrase is absent or nothing follows it. (The official scorer takes everything
-    to the end of the reply; we stop at the line end so that a closing remark on the next
-    line is not scored as part of the answer.)
-    """
-    if text is None:
-        return None
-    text = text.replace("*", "")
-    matches = list(_ANSWER_IS.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end() :].lstrip(" \t:").lstrip()
-    line = rest.split("\n", 1)[0]
-    ans = line.strip().rstrip(_TRAILING).strip()
-    return ans or None
-
-
-def unwrap_latex_text(s: str) -> str:
-    r"""``\text{Paris}`` -> ``Paris`` (also \textbf, \textit, \textrm, \mathrm, \mbox),
-    repeatedly, when one wrapper spans the whole string."""
-    s = s.strip()
-    while (m := _TEXT_WRAPPER.match(s)) is not None and _matched_end(s, m.end()) == len(s):
-        s = s[m.end() : -1].strip()
-    return s
-
-
-def extract_answer(
-    text: str | None,
-    *,
-    boxed: bool = True,
-    tail_chars: int | None = None,
-    unwrap_text: bool = True,
-) -> str | None:
-    r"""The answer in a reply: the last ``\boxed{}`` (`boxed=True`) or the text after the
-    last "the answer is" (`boxed=False`, for non-boxed baselines).
-
-    `unwrap_text` turns ``\boxed{\text{Paris}}`` into ``Paris`` (the LaTeX wrapper would
-    otherwise survive normalisation as the word "textparis"); the official scorers do not
-    do this, so pass False to reproduce them exactly.
-    """
-    ans = extract_boxed(text, tail_chars=tail_chars) if boxed else extract_answer_is(text)
-    if ans is not None and unwrap_text:
-        ans = unwrap_latex_text(ans)
-    return ans
-
-
 # ---------------------------------------------------------------------------- scoring
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in SCORING_MODES:
-        raise ValueError(
-            f"unknown scoring mode {mode!r}; choose one of: {', '.join(SCORING_MODES)}"
-        )
+def score(pred: str | None, golds: str | Sequence[str]) -> dict:
+    """Strict EM, sub-EM and F1 of one prediction, best over every gold alias.
 
-
-def score(pred: str | None, golds: str | Sequence[str], *, mode: ScoringMode = "strict") -> dict:
-    """EM, sub-EM and F1 of one prediction, plus whether the generation failed.
-
-    Returns ``{"em", "sub_em", "f1", "failed", "mode"}``; a failed generation
-    (``pred is None``) scores 0 everywhere and is marked ``failed`` so that `aggregate`
-    can count it as wrong (strict) or drop it (official).
+    Returns ``{"em", "sub_em", "f1", "failed", "dropped", "mode"}``; an item with no
+    answer (``pred is None``) scores 0 everywhere and is marked ``failed``; strict
+    scoring never drops an item.
     """
-    _check_mode(mode)
     aliases = _aliases(golds)
-    if mode == "official":
-        aliases = aliases[:1]
     return {
         "em": exact_match(pred, aliases),
-        "sub_em": sub_exact_match(pred, aliases, empty_matches=(mode == "official")),
+        "sub_em": sub_exact_match(pred, aliases),
         "f1": f1_score(pred, aliases),
         "failed": pred is None,
-        "mode": mode,
+        "dropped": False,
+        "mode": "strict",
     }
+
+
+def official_prediction(response: str, answer_format: str = "boxed") -> str | None:
+    """What the official scorer extracts from a final reply: strip it; take the text after
+    the last ``</think>`` (the whole reply if nothing follows it); then its last box
+    (`protocol.official_boxed`), or for "the answer is" baselines the rest of the text
+    after the last (case-sensitive) "the answer is", emphasis and full stops trimmed."""
+    response = response.strip()
+    pred = response.split("</think>")[-1].strip() if "</think>" in response else response
+    text = pred or response
+    if answer_format == "boxed":
+        return official_boxed(text)
+    text = text.replace("*", "")
+    if "the answer is" not in text:
+        return None
+    return text.rsplit("the answer is", 1)[-1].strip().strip(".").strip()
+
+
+def score_official(
+    response: str | None,
+    golds: str | Sequence[str],
+    *,
+    failed: bool = False,
+    answer_format: str = "boxed",
+) -> dict:
+    """The official scorer's verdict on one item (see the module docstring).
+
+    `response` is the raw final reply; `failed` marks a generation error anywhere in the
+    episode (the official client then returns an empty output). Such items, and items
+    whose reply is exactly empty, are ``dropped``. Returns the keys of `score` plus
+    ``pred``, the official prediction.
+    """
+    gold = _aliases(golds)[0]
+    dropped = failed or not response
+    pred = None if dropped else official_prediction(response, answer_format)
+    if not pred:  # None or "": the official script scores 0 without comparing
+        em = sub = f1 = 0.0
+    else:
+        p, g = normalize_answer(pred), normalize_answer(gold)
+        em = float(p == g)
+        sub = float(g in p or p in g)
+        f1 = round(_f1_single(p, g), 2)
+    return {"em": em, "sub_em": sub, "f1": f1, "failed": pred is None, "dropped": dropped,
+            "mode": "official", "pred": pred}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -241,27 +182,21 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return lo, hi
 
 
-def aggregate(scores: Iterable[dict], mode: ScoringMode | None = None, *, z: float = 1.96) -> dict:
-    """Accuracy (sub-EM x 100), EM x 100 and F1 x 100 over items scored by `score`.
+def aggregate(scores: Iterable[dict], *, z: float = 1.96) -> dict:
+    """Accuracy (sub-EM x 100), EM x 100 and F1 x 100 over items scored by `score` or
+    `score_official` (all with the same mode).
 
-    `mode` defaults to the mode the scores were made with (they must agree). In official
-    mode failed generations are left out of the denominator (`n_dropped`); in strict mode
-    they count as wrong. `ci_low`/`ci_high` are the Wilson interval of the accuracy, in
-    percent. With no counted item, the averages are None.
+    Dropped items (official mode only) are left out of the denominator (`n_dropped`);
+    `n_failed` counts counted items without an answer, which score 0. `ci_low`/`ci_high`
+    are the Wilson interval of the accuracy, in percent. With no counted item, the
+    averages are None.
     """
     items = list(scores)
-    modes = {s.get("mode") for s in items} - {None}
+    modes = {s.get("mode", "strict") for s in items}
     if len(modes) > 1:
         raise ValueError(f"scores were made with different modes: {sorted(modes)}")
-    if mode is None:
-        mode = modes.pop() if modes else "strict"
-    _check_mode(mode)
-    if modes and mode not in modes:
-        raise ValueError(
-            f"scores were made in {modes.pop()!r} mode, asked to aggregate as {mode!r}"
-        )
-    n_failed = sum(1 for s in items if s.get("failed"))
-    counted = [s for s in items if not (mode == "official" and s.get("failed"))]
+    mode = modes.pop() if modes else "strict"
+    counted = [s for s in items if not s.get("dropped")]
     n = len(counted)
     k = sum(1 for s in counted if s["sub_em"] >= 1.0)
     lo, hi = wilson_interval(k, n, z)
@@ -274,7 +209,7 @@ def aggregate(scores: Iterable[dict], mode: ScoringMode | None = None, *, z: flo
         "n": n,
         "n_total": len(items),
         "n_dropped": len(items) - n,
-        "n_failed": n_failed,
+        "n_failed": sum(1 for s in counted if s.get("failed")),
         "accuracy": 100.0 * k / n if n else None,
         "em": pct("em"),
         "f1": pct("f1"),

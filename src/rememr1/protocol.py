@@ -10,6 +10,11 @@ Text that did not come from the protocol itself (document chunks, the question, 
 the model wrote) is *neutralised* before it goes into a prompt: anything that looks like
 one of our tags or like `\\boxed{` is defused, so a document cannot close the <section>
 block early or smuggle in an <update>, <recall> or answer.
+
+`answer_of` is the one answer rule: `ask`, `eval`, rewards and training all take a reply's
+answer from it. The official code's own readings of a reply (whole-reply memory, its
+recall regex, its box finder) live here too, under "official readings", for the
+compatibility switches of `rememr1.compat`.
 """
 
 from __future__ import annotations
@@ -139,15 +144,29 @@ def render_prompt(
     template: Template,
     *,
     problem: str,
-    memory: str = "",
+    memory: str | None = "",
     recalled: str = "",
     section: str = "",
+    verbatim_memory: bool = False,
 ) -> str:
-    """Fill a template with neutralised values and the protocol's placeholders."""
+    """Fill a template with neutralised values and the protocol's placeholders.
+
+    A blank memory (or None) shows the "No previous memory" placeholder, a blank recalled
+    memory "No memory was recalled.". `verbatim_memory` (official compatibility) shows the
+    model's own memories as written: their tags are not defused, and a memory that is
+    blank after the first step (None = before it) is shown blank. The question and the
+    document are neutralised either way.
+    """
+    if verbatim_memory:
+        shown_memory = NO_MEMORY if memory is None else memory
+        shown_recalled = recalled if recalled.strip() else NO_RECALL
+    else:
+        shown_memory = neutralize(memory) if memory and memory.strip() else NO_MEMORY
+        shown_recalled = neutralize(recalled) if recalled.strip() else NO_RECALL
     return template.render(
         problem=neutralize(problem),
-        memory=neutralize(memory) if memory.strip() else NO_MEMORY,
-        recalled_memory=neutralize(recalled) if recalled.strip() else NO_RECALL,
+        memory=shown_memory,
+        recalled_memory=shown_recalled,
         section=neutralize(section),
     )
 
@@ -208,26 +227,45 @@ def remove_blocks(text: str, blocks: list[Block]) -> str:
     return "".join(out)
 
 
+def _closing_brace(text: str, start: int) -> int | None:
+    """Index of the brace closing the one opened just before `start`, or None."""
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
 def boxed_contents(text: str) -> list[str]:
     """Contents of every complete, brace-matched `\\boxed{...}` in order (nesting OK)."""
     out: list[str] = []
     for m in re.finditer(r"\\boxed\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            ch = text[i]
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            out.append(text[m.end() : i - 1])
+        end = _closing_brace(text, m.end())
+        if end is not None:
+            out.append(text[m.end() : end])
     return out
 
 
 def strip_recall_spans(text: str) -> str:
     """The text without its <recall>…</recall> spans (unclosed: to the next tag/end)."""
     return remove_blocks(text, find_blocks(text, _RECALL_OPEN, _RECALL_CLOSE))
+
+
+# What models write in a <recall> block when they have nothing to look up: often the
+# placeholder they were shown under <recalled_memory>, copied back.
+_NOT_QUERIES = frozenset({"", "none", "null", "n/a", NO_RECALL.lower().rstrip("."),
+                          NO_MEMORY.lower().rstrip(".")})
+
+
+def is_query(text: str) -> bool:
+    """A <recall> block's content is a query unless it is blank, "none", or a copy of one
+    of the prompt's placeholders ("No memory was recalled.", "No previous memory"); case,
+    surrounding space and a final full stop do not matter."""
+    return " ".join(text.split()).lower().rstrip(".").strip() not in _NOT_QUERIES
 
 
 @dataclass(frozen=True)
@@ -238,7 +276,7 @@ class ParsedReply:
     update: str | None  # last non-empty <update> content (recall spans removed), or None
     n_update: int  # number of <update> blocks (closed or not)
     update_closed: bool  # the chosen update block was closed
-    recall: str | None  # first non-empty <recall> query, or None
+    recall: str | None  # first <recall> content that is a query (`is_query`), or None
     n_recall: int
     boxed: str | None  # last complete \boxed{} content
     n_boxed: int
@@ -258,7 +296,7 @@ def parse_reply(reply: str) -> ParsedReply:
             chosen = (content, b.closed)
             break
     recalls = find_blocks(body, _RECALL_OPEN, _RECALL_CLOSE)
-    query = next((b.content.strip() for b in recalls if b.content.strip()), None)
+    query = next((b.content.strip() for b in recalls if is_query(b.content)), None)
     boxes = boxed_contents(body)
     return ParsedReply(
         thinking=thinking_blocks[0].content.strip() if thinking_blocks else None,
@@ -291,3 +329,135 @@ def memory_from_reply(parsed: ParsedReply, reply: str, previous: str, fallback: 
     if fallback == "empty":
         return ""
     raise InputError(f"unknown fallback {fallback!r}; choose one of: {', '.join(FALLBACKS)}")
+
+
+# ---------------------------------------------------------------------------- the answer
+
+
+ANSWER_FORMATS = ("boxed", "answer-is")
+
+# LaTeX wrappers a model puts around a plain-text answer: \text{Paris}, \textbf{...}, ...
+_TEXT_WRAPPER = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf"
+    r"|mbox|operatorname)\s*\{"
+)
+_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
+_TRAILING = ".,;:!?" + " \t\r\n"
+
+
+def clean_answer(text: str) -> str:
+    r"""An answer without the LaTeX packaging models put around plain text: every
+    ``\text{X}``-style wrapper (brace-matched, anywhere) becomes X, and math delimiters
+    around the whole answer (``$X$``, ``$$X$$``, ``\(X\)``, ``\[X\]``) are dropped,
+    repeatedly. ``\boxed{\text{Paris}}`` and ``\boxed{$\textbf{Paris}$}`` both answer "Paris".
+    """
+    out, pos = [], 0
+    while (m := _TEXT_WRAPPER.search(text, pos)) is not None:
+        end = _closing_brace(text, m.end())
+        if end is None:
+            break
+        out.append(text[pos : m.start()])
+        out.append(clean_answer(text[m.end() : end]))
+        pos = end + 1
+    text = ("".join(out) + text[pos:]).strip()
+    changed = True
+    while changed:
+        changed = False
+        for left, right in _MATH_DELIMITERS:
+            if len(text) > len(left) + len(right) - 1 and text.startswith(left) and text.endswith(right):
+                inner = text[len(left) : len(text) - len(right)]
+                if left == "$" and "$" in inner:
+                    continue  # "$a$ and $b$" is not one wrapped answer
+                text, changed = inner.strip(), True
+                break
+    return text
+
+
+def answer_is(text: str) -> str | None:
+    """The text after the last "the answer is" (any case) to the end of that line, with
+    markdown emphasis, a leading colon and trailing punctuation removed; None when the
+    phrase is absent or nothing follows it. (The official scorer takes the rest of the
+    reply; stopping at the line end keeps a closing remark out of the answer.)"""
+    text = text.replace("*", "")
+    matches = list(_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end() :].lstrip(" \t:").lstrip()
+    ans = rest.split("\n", 1)[0].strip().rstrip(_TRAILING).strip()
+    return clean_answer(ans) or None
+
+
+def answer_of(reply: str | None, answer_format: str = "boxed") -> str | None:
+    r"""The answer a reply gives: the one rule for `ask`, `eval`, rewards and training.
+
+    boxed     -- the content of the last complete, brace-matched ``\boxed{}`` outside
+                 closed thinking blocks (nested braces kept, an unclosed box skipped),
+                 cleaned by `clean_answer`; "" for an empty box; None with no box.
+    answer-is -- for baselines prompted to end with "the answer is X": `answer_is`.
+    """
+    if reply is None:
+        return None
+    if answer_format == "boxed":
+        boxed = parse_reply(reply).boxed
+        return None if boxed is None else clean_answer(boxed)
+    if answer_format == "answer-is":
+        return answer_is(reply)
+    raise InputError(
+        f"unknown answer format {answer_format!r}; choose one of: {', '.join(ANSWER_FORMATS)}"
+    )
+
+
+# ---------------------------------------------------------------- official readings
+# How the official ReMemR1 code reads a reply (SPEC §9). Used only where a compatibility
+# switch asks for it; each function states the rule it reproduces.
+
+_OFFICIAL_RECALL_SPAN = re.compile(r"<recall>.*?</recall>", re.DOTALL)
+_OFFICIAL_RECALL_QUERY = re.compile(r"<recall>(.+)</recall>")
+_OFFICIAL_UPDATE = re.compile(r"<update>(.*?)</update>")
+_OFFICIAL_BOX_COUNT = re.compile(r"\\boxed{(.+)}")
+
+
+def official_memory(reply: str) -> str:
+    """The memory the official code keeps: the whole reply with every (case-sensitive,
+    possibly multi-line) <recall>...</recall> span removed, stripped; thinking and the
+    <update> tags stay in."""
+    return _OFFICIAL_RECALL_SPAN.sub("", reply).strip()
+
+
+def official_recall_query(reply: str) -> str | None:
+    """The official query: the first match of the greedy single-line pattern
+    ``<recall>(.+)</recall>`` anywhere in the reply (two blocks on one line give one
+    query spanning both; a placeholder copied into the block is a query too)."""
+    m = _OFFICIAL_RECALL_QUERY.search(reply)
+    return m.group(1) if m else None
+
+
+def official_updates(reply: str) -> list[str]:
+    """Contents of the single-line ``<update>(.*?)</update>`` matches (an <update> whose
+    content spans lines does not match), as the official memory and format rewards read them."""
+    return _OFFICIAL_UPDATE.findall(reply)
+
+
+def official_box_count(reply: str) -> int:
+    r"""Non-empty matches of the greedy single-line ``\boxed{(.+)}`` (the official final-step
+    format check: two boxes on one line count once)."""
+    return sum(1 for m in _OFFICIAL_BOX_COUNT.findall(reply) if m)
+
+
+def official_boxed(text: str) -> str | None:
+    r"""The last box as the official scorers (MATH-style) find it.
+
+    If ``\boxed `` (with a space) occurs anywhere, the answer is what follows its last
+    occurrence up to the next ``$``. Otherwise the last ``\boxed`` is brace-matched from
+    there: None when unclosed, and None when it does not read ``\boxed{...}`` (their
+    check rejects ``\boxedx{...}`` and their ``\fbox`` fallback alike).
+    """
+    if "\\boxed " in text:
+        return text.split("\\boxed ")[-1].split("$")[0]
+    idx = text.rfind("\\boxed")
+    if idx < 0 or not text.startswith("\\boxed{", idx):
+        return None
+    start = idx + len("\\boxed{")
+    end = _closing_brace(text, start)
+    return None if end is None else text[start:end]

@@ -32,21 +32,18 @@ How the SPEC's symbols map onto `StepRecord` fields (step t is one model call):
   (question included), which agrees on this point.
 
 The official training code differs in several ways; each is a switch in `RewardConfig`,
-off by default, so a run can reproduce it (`RewardConfig.official()` turns them all on).
+off by default, so a run can reproduce it (`RewardConfig.official()` turns them all on;
+`rememr1 train --compat official` uses that preset).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
-from .metrics import (
-    OFFICIAL_BOXED_TAIL_CHARS,
-    exact_match,
-    extract_boxed,
-    f1_score,
-    normalize_answer,
-)
+from .metrics import exact_match, f1_score, normalize_answer
+from .protocol import NO_RECALL, official_box_count, official_boxed, official_updates
 from .records import FINAL_STEP, MEMORY_STEP, StepRecord
 
 OUTCOME_METRICS = ("em", "f1")
@@ -58,18 +55,25 @@ class RewardConfig:
 
     outcome_metric -- "em" (default): exact match after normalisation, best over the gold
         aliases; "f1": best token-overlap F1 instead.
+    official_outcome -- official: the outcome comparator of their reward function: the
+        last 300 characters of the final reply, lower-cased; their last box in it
+        (`protocol.official_boxed`); the gold answer lower-cased; both cleaned by a
+        MATH-style `strip_string` (no punctuation or article removal) and compared for
+        equality (F1 under outcome_metric "f1": token overlap on whitespace-split words
+        without normalisation); best over the gold aliases.
     average_aliases -- official: the word-recall terms (memory gain, callback bonus) take
         the *mean* over gold aliases instead of the max, so a question with aliases
-        ["United States", "USA"] can never reach full recall. The official outcome reward
-        still takes the max, and so does ours under this switch.
+        ["United States", "USA"] can never reach full recall. The outcome still takes the max.
     mem_gain_without_previous -- official: the "previous memory" term never matches in
-        the official code (its pattern cannot span the newlines around the memory), so
-        r_mem is the plain recall of the new memory, R(m_t), and a memory that merely keeps
-        the answer words it already had is paid again at every step.
-    double_state_advantage -- official: the per-step advantage is effectively counted
-        twice, a 0.8 / 0.4 mix instead of 0.8 / 0.2 for alpha = 0.8. This is applied where
-        advantages are mixed: pass it as ``double_state=`` to
-        `rememr1.rl.advantages.group_advantages` / `mix_advantages`; rewards ignore it.
+        the official code (its single-line pattern cannot span the newlines around the
+        memory), so r_mem is the plain recall of the new memory, R(m_t), and a memory that
+        merely keeps the answer words it already had is paid again at every step.
+    update_tag_rewards -- official: the memory reward and the format reward read the reply
+        with the official single-line patterns, not the agent's parse: the new memory is
+        the first ``<update>(.*?)</update>`` match ("" if none; a multi-line update does
+        not match); a memory step is well formed when exactly one such match is non-empty
+        (recall blocks are not looked at); a final step when exactly one greedy
+        single-line ``\\boxed{(.+)}`` matches.
     no_recall_format -- official: the memory-step format reward checks the <update> block
         only; replies with several <recall> blocks are not penalised.
     case_sensitive_substring_match -- official: word recall splits the gold answer on
@@ -77,24 +81,33 @@ class RewardConfig:
         search of the text ("art" is found in "Martin", "Paris," is not found in "paris").
         Default: normalised words (SPEC §6) looked up in the set of normalised words of
         the text.
-    boxed_tail_only -- official: the final answer is looked for only in the last 300
-        characters of the final reply; a long reply whose \boxed{} comes earlier scores 0.
-        (The format reward still uses the agent's own parse of the whole reply.)
-    callback_against_prompt -- official, and not in SPEC §3's list: the callback bonus is
-        max(0, R(retrieved) - R(prompt)), the retrieved memory *alone* against the whole
-        prompt text (question and instructions included, from ``messages``), instead of
-        R(retrieved + seen) - R(seen). Our prompt wording differs from the official one,
-        so this reproduces the form of their term, not its exact values.
+    callback_against_prompt -- official (current code): the callback bonus is
+        max(0, R(retrieved + prompt) - R(prompt)), with the whole prompt text of the step
+        (its messages: question, instructions, memory, chunk) and, when the step's query
+        retrieved nothing, the "No memory was recalled." placeholder as "retrieved" (the
+        two texts are joined with a line break, so no word is formed across them).
+        Our prompt wording differs from the official one and the chat template's role
+        markers are not part of `messages`, so this reproduces the form of their term.
+    double_state_advantage -- official: the state reward is doubled before its per-step
+        group advantage is taken, so without std scaling the mix is 0.8 / 0.4 instead of
+        0.8 / 0.2 at alpha = 0.8; with std scaling the factor cancels (up to eps).
+        Applied where advantages are computed (`rememr1.rl.advantages.group_advantages`).
+    singleton_raw_advantage -- official: a group of one (a question with one rollout, or a
+        step only one rollout reached) is centred with mean 0 and std 1, so its advantage
+        is its raw reward; by default a group of one has advantage 0. Also applied in
+        `group_advantages`.
     """
 
     outcome_metric: str = "em"
+    official_outcome: bool = False
     average_aliases: bool = False
     mem_gain_without_previous: bool = False
-    double_state_advantage: bool = False
+    update_tag_rewards: bool = False
     no_recall_format: bool = False
     case_sensitive_substring_match: bool = False
-    boxed_tail_only: bool = False
     callback_against_prompt: bool = False
+    double_state_advantage: bool = False
+    singleton_raw_advantage: bool = False
 
     def __post_init__(self) -> None:
         if self.outcome_metric not in OUTCOME_METRICS:
@@ -160,8 +173,8 @@ def answer_recall(golds: str | Sequence[str], text: str, cfg: RewardConfig | Non
 def outcome_reward(
     answer: str | None, golds: str | Sequence[str], cfg: RewardConfig | None = None
 ) -> float:
-    """R_out: exact match (or F1) of the final answer, best over the gold aliases; 0 when
-    no answer was extracted."""
+    """R_out: exact match (or F1) of the final answer (`protocol.answer_of`), best over the
+    gold aliases; 0 when there is no answer."""
     cfg = cfg or _DEFAULT
     aliases = _golds(golds)
     if answer is None:
@@ -171,18 +184,61 @@ def outcome_reward(
     return exact_match(answer, aliases)
 
 
+# Where the official outcome comparator looks for the box: the end of the reply only.
+OFFICIAL_TAIL_CHARS = 300
+
+
+def strip_string(s: str) -> str:
+    r"""The MATH-style answer cleanup of the official outcome reward: line breaks, ``\!``,
+    ``\left``/``\right``, degree marks, ``\$``, ``\%`` and every space are dropped;
+    ``\\`` becomes ``\``; tfrac/dfrac become frac; " ." becomes " 0." and "{." "{0.".
+    Punctuation and articles stay."""
+    s = s.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
+    s = s.replace("\\left", "").replace("\\right", "")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "")
+    s = s.replace("\\$", "").replace("\\%", "")
+    s = s.replace(" .", " 0.").replace("{.", "{0.")
+    return s.replace(" ", "")
+
+
+def official_outcome(reply: str, golds: str | Sequence[str], metric: str = "em") -> tuple[float, str | None]:
+    """(reward, answer) as the official outcome reward computes them (see
+    `RewardConfig.official_outcome`)."""
+    box = official_boxed(reply[-OFFICIAL_TAIL_CHARS:].lower())
+    if box is None:
+        return 0.0, None
+    best = 0.0
+    for gold in _golds(golds):
+        gold = gold.lower()
+        if metric == "f1":
+            a, g = box.split(), gold.split()
+            common = sum((Counter(a) & Counter(g)).values())
+            value = 0.0 if not (a and g and common) else 2 * common / (len(a) + len(g))
+        else:
+            value = float(strip_string(box) == strip_string(gold))
+        best = max(best, value)
+    return best, box
+
+
 def memory_gain(
     step: StepRecord, golds: str | Sequence[str], cfg: RewardConfig | None = None
 ) -> float:
     """r_mem,t = R(memory_after) - R(memory_before); 0 for the final step.
 
     Negative when the new memory lost answer words the previous one had.
-    `cfg.mem_gain_without_previous`: R(memory_after) alone.
+    `cfg.mem_gain_without_previous`: R(new memory) alone. `cfg.update_tag_rewards`: the new
+    memory is the reply's first single-line <update> match, not `memory_after`.
     """
     cfg = cfg or _DEFAULT
     if step.kind != MEMORY_STEP:
         return 0.0
-    gained = answer_recall(golds, step.memory_after, cfg)
+    if cfg.update_tag_rewards:
+        updates = official_updates(step.reply)
+        new_memory = updates[0] if updates else ""
+    else:
+        new_memory = step.memory_after
+    gained = answer_recall(golds, new_memory, cfg)
     if cfg.mem_gain_without_previous:
         return gained
     return gained - answer_recall(golds, step.memory_before, cfg)
@@ -209,17 +265,22 @@ def callback_bonus(
 
     Default: R(recall_hits + seen) - R(seen), seen = memory_before + recalled_in + chunk
     (see the module docstring for why these fields). Never negative.
-    `cfg.callback_against_prompt`: max(0, R(recall_hits) - R(whole prompt)).
+    `cfg.callback_against_prompt`: max(0, R(retrieved + prompt) - R(prompt)), see
+    `RewardConfig`.
     """
     cfg = cfg or _DEFAULT
-    if step.kind != MEMORY_STEP or not step.recall_hits:
+    if step.kind != MEMORY_STEP:
         return 0.0
-    retrieved = _join(*(h.text for h in step.recall_hits))
     if cfg.callback_against_prompt:
+        retrieved = _join(*(h.text for h in step.recall_hits)) or NO_RECALL
+        prompt = _prompt_text(step)
         return max(
             0.0,
-            answer_recall(golds, retrieved, cfg) - answer_recall(golds, _prompt_text(step), cfg),
+            answer_recall(golds, _join(retrieved, prompt), cfg) - answer_recall(golds, prompt, cfg),
         )
+    if not step.recall_hits:
+        return 0.0
+    retrieved = _join(*(h.text for h in step.recall_hits))
     # "Retrieved" is what this step's own query fetched (recall_hits), not recalled_in,
     # which the previous step's query fetched. The baseline is everything this step's
     # prompt showed (memory, recalled memory, chunk), so re-fetching what is already on
@@ -234,9 +295,14 @@ def format_reward(step: StepRecord, cfg: RewardConfig | None = None) -> float:
     Memory step: exactly one <update> block, closed and non-empty, and at most one
     <recall> block (the recall condition is dropped under `cfg.no_recall_format`).
     Final step: exactly one complete \boxed{} with a non-empty answer.
-    Uses the counts the agent recorded when it parsed the reply.
+    Uses the counts the agent recorded when it parsed the reply;
+    `cfg.update_tag_rewards`: the official regex counts on the reply instead.
     """
     cfg = cfg or _DEFAULT
+    if cfg.update_tag_rewards:
+        if step.kind == FINAL_STEP:
+            return float(official_box_count(step.reply) == 1)
+        return float(sum(1 for u in official_updates(step.reply) if u.strip()) == 1)
     if step.kind == FINAL_STEP:
         ok = step.n_boxed == 1 and bool(step.answer and step.answer.strip())
     else:
@@ -255,19 +321,6 @@ def state_reward(
     return (
         memory_gain(step, golds, cfg) + callback_bonus(step, golds, cfg) + format_reward(step, cfg)
     )
-
-
-def final_answer(steps: Sequence[StepRecord], cfg: RewardConfig | None = None) -> str | None:
-    """The answer the outcome reward scores: the last final step's `answer` (or, under
-    `cfg.boxed_tail_only`, its reply's last \\boxed{} within the last 300 characters)."""
-    cfg = cfg or _DEFAULT
-    finals = [s for s in steps if s.kind == FINAL_STEP]
-    if not finals:
-        return None
-    last = finals[-1]
-    if cfg.boxed_tail_only:
-        return extract_boxed(last.reply, tail_chars=OFFICIAL_BOXED_TAIL_CHARS)
-    return last.answer
 
 
 @dataclass
@@ -312,7 +365,14 @@ def episode_rewards(
     gets outcome 0; its recorded steps still get their state rewards."""
     cfg = cfg or _DEFAULT
     aliases = _golds(golds)
-    answer = final_answer(steps, cfg)
+    finals = [s for s in steps if s.kind == FINAL_STEP]
+    if not finals:
+        outcome, answer = 0.0, None
+    elif cfg.official_outcome:
+        outcome, answer = official_outcome(finals[-1].reply, aliases, cfg.outcome_metric)
+    else:
+        answer = finals[-1].answer
+        outcome = outcome_reward(answer, aliases, cfg)
     mem = [memory_gain(s, aliases, cfg) for s in steps]
     cb = [callback_bonus(s, aliases, cfg) for s in steps]
     fmt = [format_reward(s, cfg) for s in steps]
@@ -321,7 +381,7 @@ def episode_rewards(
         for s, m, c, f in zip(steps, mem, cb, fmt, strict=True)
     ]
     return EpisodeRewards(
-        outcome=outcome_reward(answer, aliases, cfg),
+        outcome=outcome,
         answer=answer,
         steps=[s.step for s in steps],
         kinds=[s.kind for s in steps],

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from rememr1.records import FINAL_STEP, MEMORY_STEP
 from rememr1.rewards import EpisodeRewards
 from rememr1.rl.advantages import (
-    broadcast_to_tokens,
     group_advantages,
     mix_advantages,
     outcome_advantages,
@@ -79,14 +78,11 @@ def test_step_advantages_std_scaling():
     assert np.isnan(got[1, 2:]).all()
 
 
-def test_mix_default_and_double_state():
+def test_mix_default():
     a_out = np.array([2 / 3, -1 / 3, -1 / 3])
     mixed = mix_advantages(a_out, STATE_ADV)
     assert mixed[0, 0] == pytest.approx(0.8 * 2 / 3 + 0.2 * 0.5)
     assert mixed[1, 1] == pytest.approx(0.8 * -1 / 3 + 0.2 * 1 / 3)
-    doubled = mix_advantages(a_out, STATE_ADV, double_state=True)
-    assert doubled[0, 0] == pytest.approx(0.8 * 2 / 3 + 0.4 * 0.5)
-    assert doubled[2, 2] == pytest.approx(0.8 * -1 / 3 + 0.4 * -1.0)
     # alpha = 1: outcome only; alpha = 0: state only
     np.testing.assert_allclose(
         mix_advantages(a_out, np.nan_to_num(STATE_ADV), alpha=1.0), np.repeat(a_out[:, None], 4, 1)
@@ -171,14 +167,3 @@ def test_advantages_sum_to_zero_per_group(rows, outcomes, alpha):
     # over the rollouts that all have step t, the mix also sums to zero
     full = present.all(axis=0)
     np.testing.assert_allclose(mixed[:, full].sum(axis=0), 0.0, atol=1e-9)
-
-
-def test_broadcast_to_tokens():
-    got = broadcast_to_tokens([0.5, -1.0, 2.0], [3, 1, 0])
-    np.testing.assert_array_equal(got, [[0.5, 0.5, 0.5], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    padded = broadcast_to_tokens([0.5], [2], pad_to=4)
-    np.testing.assert_array_equal(padded, [[0.5, 0.5, 0.0, 0.0]])
-    with pytest.raises(ValueError):
-        broadcast_to_tokens([0.5], [5], pad_to=4)
-    with pytest.raises(ValueError):
-        broadcast_to_tokens([0.5, 1.0], [2])

@@ -284,6 +284,16 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     assert cfg.data.train == [str(tiny["data"])] and cfg.steps == 3
     assert cfg.rollout.group_size == 6 and cfg.loss.alpha == 1.0 and cfg.optim.lr == 3e-6
     assert cfg.loss.kl_beta == 0.0
+    assert cfg.compat == "none" and not cfg.agent_compat.active()
+    official = CliRunner().invoke(cli.app, [
+        "--data", str(tiny["data"]), "--out", str(tmp_path / "o2"), "--compat", "official",
+        "--set", "agent_compat.memory_set=false",
+    ])
+    assert official.exit_code == 0, official.output
+    cfg = seen["cfg"]
+    assert cfg.reward.official_outcome and cfg.reward.double_state_advantage
+    assert cfg.agent_compat.whole_reply_memory and not cfg.agent_compat.recall_current
+    assert not cfg.agent_compat.memory_set  # an explicit key wins over the preset
     bad = CliRunner().invoke(cli.app, ["--out", str(tmp_path / "o")])
     assert isinstance(bad.exception, InputError) and "no training data" in str(bad.exception)
 

@@ -51,6 +51,15 @@ def decode_utf8_slice(data: bytes) -> str:
     return data[start:end].decode("utf-8", errors="replace")
 
 
+def token_pieces(tokenizer: Tokenizer, text: str) -> list[str]:
+    """The tokenizer's pieces of `text` as vocabulary strings ("\u0120hello" for " hello" in
+    a byte-level BPE), where the tokenizer can say; else each token decoded on its own."""
+    pieces = getattr(tokenizer, "pieces", None)
+    if pieces is not None:
+        return pieces(text)
+    return [tokenizer.decode([i]) for i in tokenizer.encode(text)]
+
+
 class LlamaTokenizer:
     """Tokenizer of a llama.cpp model (no BOS is added; special-token text stays text)."""
 
@@ -67,6 +76,11 @@ class LlamaTokenizer:
             return ""
         return decode_utf8_slice(self._llama.detokenize(list(ids)))
 
+    def pieces(self, text: str) -> list[str]:
+        """Vocabulary strings of the tokens of `text` (what HF's `tokenize` gives)."""
+        model = self._llama._model
+        return [model.token_get_text(i) for i in self.encode(text)]
+
 
 class HFTokenizer:
     """A Hugging Face tokenizer as the chunker needs it (no special tokens added)."""
@@ -80,6 +94,10 @@ class HFTokenizer:
         if not text:
             return []
         return list(self._tok.encode(text, add_special_tokens=False))
+
+    def pieces(self, text: str) -> list[str]:
+        """Vocabulary strings of the tokens of `text` (HF's `tokenize`)."""
+        return list(self._tok.tokenize(text)) if text else []
 
     def decode(self, ids: Sequence[int]) -> str:
         if len(ids) == 0:

@@ -9,7 +9,8 @@ For the G rollouts of one question:
   later steps);
 * both optionally divided by the group's standard deviation (off by default, Dr. GRPO);
 * mix ``A_t^g = alpha * A_out^g + (1 - alpha) * A_state,t^g`` (alpha = 0.8), one scalar per
-  step, applied to every generated token of that step (`broadcast_to_tokens`).
+  step, applied to every generated token of that step (the trainer gives each training
+  sequence its step's scalar).
 
 Missing steps are NaN in the [G, S] arrays used here.
 """
@@ -23,26 +24,37 @@ import numpy as np
 from ..rewards import EpisodeRewards
 
 
-def _centre(values: np.ndarray, *, scale_by_std: bool, eps: float) -> np.ndarray:
+def _centre(
+    values: np.ndarray, *, scale_by_std: bool, eps: float, singleton_raw: bool = False
+) -> np.ndarray:
     """Subtract the mean of the present (non-NaN) entries along axis 0; optionally divide
-    by their sample standard deviation plus `eps` (ddof=1, as common GRPO code does; a
-    group of one is only centred, giving 0)."""
+    by their sample standard deviation plus `eps` (ddof=1, as common GRPO code does).
+
+    A group of one is only centred, giving 0; with `singleton_raw` (the official code) it
+    is centred with mean 0 and std 1 instead, keeping its raw value."""
     present = ~np.isnan(values)
     count = present.sum(axis=0)
     safe = np.where(present, values, 0.0)
     mean = np.divide(safe.sum(axis=0), count, out=np.zeros(values.shape[1:]), where=count > 0)
+    single = (count == 1) if singleton_raw else np.zeros(values.shape[1:], dtype=bool)
+    mean = np.where(single, 0.0, mean)
     out = values - mean
     if scale_by_std:
         sq = np.where(present, out, 0.0) ** 2
         var = np.divide(sq.sum(axis=0), count - 1, out=np.zeros(values.shape[1:]), where=count > 1)
-        scale = np.broadcast_to(np.sqrt(var) + eps, out.shape)
+        std = np.where(single, 1.0, np.sqrt(var))
+        scale = np.broadcast_to(std + eps, out.shape)
         # no spread (and eps = 0): leave the centred values, which are 0, as they are
         out = np.divide(out, scale, out=out.copy(), where=scale > 0)
     return out
 
 
 def outcome_advantages(
-    rewards: Sequence[float] | np.ndarray, *, scale_by_std: bool = False, eps: float = 1e-6
+    rewards: Sequence[float] | np.ndarray,
+    *,
+    scale_by_std: bool = False,
+    eps: float = 1e-6,
+    singleton_raw: bool = False,
 ) -> np.ndarray:
     """A_out[g] = R_out[g] - mean(R_out) over the G rollouts of one question (shape [G])."""
     r = np.asarray(rewards, dtype=np.float64)
@@ -50,7 +62,7 @@ def outcome_advantages(
         raise ValueError(f"outcome rewards must be 1-D [G], got shape {r.shape}")
     if np.isnan(r).any():
         raise ValueError("outcome rewards contain NaN")
-    return _centre(r[:, None], scale_by_std=scale_by_std, eps=eps)[:, 0]
+    return _centre(r[:, None], scale_by_std=scale_by_std, eps=eps, singleton_raw=singleton_raw)[:, 0]
 
 
 def step_advantages(
@@ -59,6 +71,7 @@ def step_advantages(
     *,
     scale_by_std: bool = False,
     eps: float = 1e-6,
+    singleton_raw: bool = False,
 ) -> np.ndarray:
     """A_state[g, t] = R_state[g, t] - mean over the rollouts that have step t.
 
@@ -73,30 +86,20 @@ def step_advantages(
         if m.shape != r.shape:
             raise ValueError(f"mask shape {m.shape} != rewards shape {r.shape}")
         r[~m] = np.nan
-    return _centre(r, scale_by_std=scale_by_std, eps=eps)
+    return _centre(r, scale_by_std=scale_by_std, eps=eps, singleton_raw=singleton_raw)
 
 
 def mix_advantages(
-    a_out: Sequence[float] | np.ndarray,
-    a_state: np.ndarray,
-    *,
-    alpha: float = 0.8,
-    double_state: bool = False,
+    a_out: Sequence[float] | np.ndarray, a_state: np.ndarray, *, alpha: float = 0.8
 ) -> np.ndarray:
-    """A[g, t] = alpha * A_out[g] + (1 - alpha) * A_state[g, t]  (shape [G, S]).
-
-    `double_state` reproduces the official code, where the state term is counted twice:
-    alpha * A_out + 2 (1 - alpha) * A_state (0.8 / 0.4 at alpha = 0.8); see
-    `rememr1.rewards.RewardConfig.double_state_advantage`.
-    """
+    """A[g, t] = alpha * A_out[g] + (1 - alpha) * A_state[g, t]  (shape [G, S])."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     out = np.asarray(a_out, dtype=np.float64)
     state = np.asarray(a_state, dtype=np.float64)
     if state.ndim != 2 or out.shape != (state.shape[0],):
         raise ValueError(f"need A_out [G] and A_state [G, S], got {out.shape} and {state.shape}")
-    w_state = (1.0 - alpha) * (2.0 if double_state else 1.0)
-    return alpha * out[:, None] + w_state * state
+    return alpha * out[:, None] + (1.0 - alpha) * state
 
 
 def group_advantages(
@@ -106,12 +109,18 @@ def group_advantages(
     scale_by_std: bool = False,
     eps: float = 1e-6,
     double_state: bool = False,
+    singleton_raw: bool = False,
 ) -> list[list[float]]:
     """Per rollout, per recorded step (in the rollout's own order): the mixed advantage.
 
     `episodes` are the G rollouts of *one* question. Steps are aligned on their step
     index; two rollouts whose step t is of a different kind (memory vs final) cannot be
     from the same question and chunking, and raise ValueError.
+
+    Official-code switches (`rememr1.rewards.RewardConfig`): `double_state` doubles the
+    state rewards before they are centred (0.8 / 0.4 at alpha 0.8 without std scaling;
+    the factor cancels with it); `singleton_raw` gives a group of one its raw reward
+    (mean 0, std 1) instead of 0.
     """
     if not episodes:
         return []
@@ -131,30 +140,10 @@ def group_advantages(
     for g, ep in enumerate(episodes):
         for t, r in zip(ep.steps, ep.state, strict=True):
             state[g, index[t]] = r
-    a_out = outcome_advantages([ep.outcome for ep in episodes], scale_by_std=scale_by_std, eps=eps)
-    a_state = step_advantages(state, scale_by_std=scale_by_std, eps=eps)
-    mixed = mix_advantages(a_out, a_state, alpha=alpha, double_state=double_state)
+    if double_state:
+        state = 2.0 * state
+    opts = {"scale_by_std": scale_by_std, "eps": eps, "singleton_raw": singleton_raw}
+    a_out = outcome_advantages([ep.outcome for ep in episodes], **opts)
+    a_state = step_advantages(state, **opts)
+    mixed = mix_advantages(a_out, a_state, alpha=alpha)
     return [[float(mixed[g, index[t]]) for t in ep.steps] for g, ep in enumerate(episodes)]
-
-
-def broadcast_to_tokens(
-    adv_per_step: Sequence[float] | np.ndarray,
-    completion_lengths: Sequence[int],
-    *,
-    pad_to: int | None = None,
-) -> np.ndarray:
-    """One row per training sequence (= step), the step's advantage on each of its
-    generated tokens and 0 on padding: shape [N, pad_to or max length]."""
-    adv = np.asarray(adv_per_step, dtype=np.float64)
-    lengths = np.asarray(completion_lengths, dtype=np.int64)
-    if adv.ndim != 1 or adv.shape != lengths.shape:
-        raise ValueError(
-            f"need one advantage per sequence, got {adv.shape} and {lengths.shape} lengths"
-        )
-    if (lengths < 0).any():
-        raise ValueError("completion lengths must be >= 0")
-    width = int(lengths.max(initial=0)) if pad_to is None else pad_to
-    if (lengths > width).any():
-        raise ValueError(f"a completion is longer than pad_to={pad_to}")
-    positions = np.arange(width)[None, :]
-    return np.where(positions < lengths[:, None], adv[:, None], 0.0)

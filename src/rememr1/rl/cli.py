@@ -3,6 +3,7 @@
     rememr1 train --config revhop-smollm2-cpu --data data/revhop-train/train_*.parquet --out runs/t1
     rememr1 train --config hotpotqa-qwen2.5-3b            # MemAgent's hotpotqa_train_32k.parquet
     rememr1 train --data train.parquet --out runs/t2 --steps 20 --group-size 4 --batch-size 2
+    rememr1 train --config hotpotqa-qwen2.5-3b --compat official   # as the official code trains
     python -m rememr1.rl.cli --help
 
 `train` is a plain typer command function; the main CLI registers it with
@@ -39,6 +40,7 @@ OPTION_KEYS = {
     "device": "model.device",
     "dtype": "model.dtype",
     "bf16": "optim.bf16",
+    "compat": "compat",
 }
 
 
@@ -78,6 +80,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Reference model dtype: auto | float32 | bfloat16 (the policy's master weights are always float32)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the policy's forward passes."),
+    compat: Optional[str] = typer.Option(None, "--compat", help="none | official: train as the official ReMemR1 code does (its memory, history, retrieval, recall parsing, rewards and advantages; SPEC §9). Single switches: --set agent_compat.NAME=false, --set reward.NAME=false."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set loss.kl_beta=0.0 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step lines on stderr."),
 ) -> None:

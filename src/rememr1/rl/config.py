@@ -4,17 +4,20 @@
     cfg = load_config(None, {"data.train": ["train.parquet"], "out": "runs/t1"})
 
 A config file has the `TrainConfig` scalars at the top level (out, steps, save_every,
-eval_every, log_every, seed, keep_last) and one section per concern:
+eval_every, log_every, seed, keep_last, compat) and one section per concern:
 
     model:   path (None = the built-in SmolLM2-135M-Instruct), ref_path, dtype, device, ...
     data:    train (files or globs), dev, shuffle_seed, max_items
     rollout: method, group_size, batch_size, chunk_size, max_new_tokens, temperature, ...
     reward:  `rememr1.rewards.RewardConfig` fields (official-code switches, outcome metric)
+    agent_compat: `rememr1.compat.AgentCompat` fields (the agent's official-code switches)
     loss:    clip_low, clip_high, dual_clip_c, kl_beta, entropy_coef, agg, alpha, scale_by_std
     optim:   lr, warmup_steps, weight_decay, grad_clip, mini_batch_size, grad_accum, bf16, ...
     eval:    max_items, temperature, top_p, batch_size, max_new_tokens
 
-Overrides use dotted keys ("rollout.group_size") or top-level names ("steps"). Every
+`compat: official` turns on every official-code switch of `agent_compat` (with the
+trainer's retrieval timing) and `reward` (SPEC §9); keys set explicitly win over the
+preset. Overrides use dotted keys ("rollout.group_size") or top-level names ("steps"). Every
 unknown key and every value of the wrong type or out of range is an `InputError` naming
 the key, so a typo never silently falls back to a default. `--config` takes a path or the
 name of a packaged config (`rememr1/configs/*.yaml`, listed by `packaged_configs()`).
@@ -30,7 +33,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
+from ..compat import PRESETS, AgentCompat
 from ..errors import InputError
+from ..protocol import ANSWER_FORMATS
 from ..rewards import RewardConfig
 
 TRAINABLE_METHODS = ("rememr1", "memagent", "rule-callback")
@@ -88,6 +93,7 @@ class RolloutConfig:
     max_context_tokens: int | None = None
     fallback: str = "keep"
     templates: str | None = None
+    answer_format: str = "boxed"
     generation_batch_size: int = 64
 
 
@@ -156,10 +162,12 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     keep_last: int | None = None
+    compat: str = "none"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    agent_compat: AgentCompat = field(default_factory=AgentCompat)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -173,6 +181,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "rollout": RolloutConfig,
     "reward": RewardConfig,
+    "agent_compat": AgentCompat,
     "loss": LossConfig,
     "optim": OptimConfig,
     "eval": EvalConfig,
@@ -260,8 +269,25 @@ def known_keys() -> list[str]:
     return keys
 
 
+def _preset_keys(preset: str) -> dict[str, Any]:
+    """The flat keys a compatibility preset sets (`compat: official`)."""
+    if preset != "official":
+        return {}
+    keys: dict[str, Any] = {}
+    for section, value in (("agent_compat", AgentCompat.official(training=True)),
+                           ("reward", RewardConfig.official())):
+        for f in dataclasses.fields(value):
+            if isinstance(getattr(value, f.name), bool):
+                keys[f"{section}.{f.name}"] = getattr(value, f.name)
+    return keys
+
+
 def build_config(flat: dict[str, Any], *, where: str = "config") -> TrainConfig:
-    """A validated TrainConfig from a flat {dotted key: value} mapping."""
+    """A validated TrainConfig from a flat {dotted key: value} mapping; a compatibility
+    preset (`compat`) fills the switches the mapping does not set."""
+    preset = str(flat.get("compat") or "none")
+    _choice(preset, PRESETS, "compat")
+    flat = {**_preset_keys(preset), **flat}
     top_types = _top_fields()
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
@@ -376,6 +402,9 @@ def validate(cfg: TrainConfig) -> None:
     _choice(r.method, TRAINABLE_METHODS, "rollout.method")
     _choice(r.retriever, RETRIEVERS, "rollout.retriever")
     _choice(r.fallback, FALLBACKS, "rollout.fallback")
+    _choice(r.answer_format, ANSWER_FORMATS, "rollout.answer_format")
+    _check(not cfg.agent_compat.tfidf_model_tokens or r.retriever == "tfidf",
+           "agent_compat.tfidf_model_tokens", f"needs rollout.retriever tfidf, not {r.retriever!r}")
     for key in ("group_size", "batch_size", "chunk_size", "max_new_tokens", "top_k", "generation_batch_size"):
         _check(getattr(r, key) >= 1, f"rollout.{key}", f"must be at least 1, got {getattr(r, key)}")
     _check(r.group_size >= 2, "rollout.group_size",

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from ..agent import Agent, Episode, StepCallback
 from ..backends.base import SamplingParams
+from ..compat import AgentCompat
 from ..data.records import Sample, agent_document
 from ..errors import InputError
 from ..records import AnswerResult, StepRecord
@@ -78,6 +79,7 @@ def policy_agent(
     cfg: RolloutConfig,
     *,
     seed: int,
+    compat: AgentCompat | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
     max_new_tokens: int | None = None,
@@ -85,7 +87,8 @@ def policy_agent(
 ) -> Agent:
     """An Agent on the policy being trained (hf backend over the live model object).
 
-    Sampling defaults to the rollout settings; evaluation passes its own.
+    Sampling defaults to the rollout settings; evaluation passes its own. `compat`: the
+    agent's official-code switches (`TrainConfig.agent_compat`).
     """
     from ..backends.hf import HFBackend
 
@@ -108,6 +111,8 @@ def policy_agent(
         max_context_tokens=cfg.max_context_tokens,
         fallback=cfg.fallback,
         templates=cfg.templates,
+        answer_format=cfg.answer_format,
+        compat=compat or AgentCompat(),
     )
 
 

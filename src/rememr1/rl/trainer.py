@@ -383,7 +383,8 @@ class Trainer:
             self.step = int(state["step"])
             self._say(f"resuming from {resume} (step {self.step})")
         self._snapshot = self._capture()
-        self.agent = policy_agent(self.policy, self.tokenizer, cfg.rollout, seed=cfg.seed)
+        self.agent = policy_agent(self.policy, self.tokenizer, cfg.rollout, seed=cfg.seed,
+                                  compat=cfg.agent_compat)
 
     def _check_saved_config(self) -> None:
         import yaml
@@ -490,7 +491,8 @@ class Trainer:
         rewards = [[episode_rewards(r.steps, r.sample.answers, cfg.reward) for r in g] for g in groups]
         advantages = [
             group_advantages(rg, alpha=cfg.loss.alpha, scale_by_std=cfg.loss.scale_by_std,
-                             double_state=cfg.reward.double_state_advantage)
+                             double_state=cfg.reward.double_state_advantage,
+                             singleton_raw=cfg.reward.singleton_raw_advantage)
             for rg in rewards
         ]
         seqs = build_sequences(groups, rewards, advantages)
@@ -634,8 +636,10 @@ class Trainer:
 
     def evaluate(self, step: int) -> dict[str, Any]:
         """Sub-EM (and EM, F1) on the dev file through the evaluation runner, with the
-        current policy; results in OUT/eval/step-{step}."""
-        from ..eval import read_lines, run_eval, write_report
+        current policy; results in OUT/eval/step-{step}. Scored strictly, or as the
+        official scorer does under `compat: official`."""
+        from ..eval import default_scoring, read_lines, run_eval, score_line, write_report
+        from ..metrics import aggregate
 
         cfg, e = self.cfg, self.cfg.eval
         out_dir = self.out / "eval" / f"step-{step}"
@@ -643,6 +647,7 @@ class Trainer:
 
         def make_agent(method: str):
             return policy_agent(self.policy, self.tokenizer, cfg.rollout, seed=cfg.seed,
+                                compat=cfg.agent_compat,
                                 temperature=e.temperature, top_p=e.top_p,
                                 max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
 
@@ -652,6 +657,8 @@ class Trainer:
             "max_new_tokens": e.max_new_tokens or cfg.rollout.max_new_tokens,
             "temperature": e.temperature, "top_p": e.top_p, "seed": cfg.seed,
             "retriever": cfg.rollout.retriever, "top_k": cfg.rollout.top_k,
+            "answer_format": cfg.rollout.answer_format, "compat": cfg.compat,
+            "compat_switches": cfg.agent_compat.active(),
         }
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.optim.bf16):
             run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
@@ -659,12 +666,18 @@ class Trainer:
                      limit=e.max_items, concurrency=e.batch_size)
         lines = read_lines(out_dir)
         write_report(out_dir)
+        mode = default_scoring(run_config)
+        agg = aggregate([score_line(x, mode, cfg.rollout.answer_format) for x in lines])
+
+        def frac(key: str) -> float | None:
+            return None if agg[key] is None else agg[key] / 100.0
+
         return {
             "step": step,
-            "eval_sub_em": _mean([float(x["judge_sub_em"]) for x in lines]),
-            "eval_em": _mean([float(x["judge_em"]) for x in lines]),
-            "eval_f1": _mean([float(x["judge_f1"]) for x in lines]),
-            "eval_items": len(lines),
+            "eval_sub_em": frac("accuracy"),
+            "eval_em": frac("em"),
+            "eval_f1": frac("f1"),
+            "eval_items": agg["n"],
             "eval_seconds": time.perf_counter() - t0,
         }
 
