@@ -60,7 +60,6 @@ def run(alpha: float, args, data: list[str], out: Path) -> list[dict]:
         "rollout.generation_batch_size": args.group_size * args.batch_size,
         "rollout.temperature": args.temperature, "rollout.top_p": 1.0, "rollout.fallback": args.fallback,
         "loss.alpha": alpha, "optim.lr": args.lr, "optim.warmup_steps": 0,
-        "optim.micro_batch_size": args.micro_batch_size,
     })
     return Trainer(cfg, quiet=args.quiet).train()
 
@@ -139,7 +138,6 @@ def main() -> None:
                     help="rollout temperature; at the paper's 1.0 the 135M model writes noise and no rollout earns any reward")
     ap.add_argument("--fallback", default="reply",
                     help="memory of a reply without <update>: 'reply' (official code) gives the small model a memory to be rewarded for")
-    ap.add_argument("--micro-batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-5, help="higher than the paper's 1e-6 so a few steps show movement")
     ap.add_argument("--length", default="1k", help="RevHop document length (2-3 chunks of 512 tokens)")
     ap.add_argument("--min-gap", type=int, default=64, help="minimum tokens between evidence paragraphs")

@@ -68,8 +68,8 @@ def test_eval_path(scripted, tmp_path):
 
 
 def test_reward_and_training_path(scripted):
+    from rememr1.rl.logs import reward_metrics, rollout_summary
     from rememr1.rl.rollout import collect_rollouts
-    from rememr1.rl.trainer import reward_metrics
 
     agent = _agent(scripted)
     sample = Sample(id="q", question="What is the capital?", answers=["Paris"],
@@ -77,5 +77,5 @@ def test_reward_and_training_path(scripted):
     groups = collect_rollouts(agent, [sample], group_size=2, step=1)
     rewards = [[episode_rewards(r.steps, r.sample.answers, RewardConfig()) for r in g] for g in groups]
     assert [e.outcome for e in rewards[0]] == [1.0, 1.0]
-    assert reward_metrics(groups, rewards)["outcome_reward"] == 1.0
+    assert reward_metrics(rewards[0], rollout_summary(groups[0]))["outcome_reward"] == 1.0
     assert rewards[0][0].format[-1] == 1.0  # one non-empty box

@@ -23,3 +23,14 @@ class BackendError(RememrError):
     """A model backend failed: unknown model path, server down, timeout, bad reply."""
 
     exit_code = 1
+
+
+def require(ok: bool, field: str, message: str) -> None:
+    """Validation of a config object: raise ValueError("field: message") unless `ok`.
+    Loaders turn it into an InputError naming the section (`rollout.group_size: ...`)."""
+    if not ok:
+        raise ValueError(f"{field}: {message}")
+
+
+def require_choice(value: str, choices: tuple[str, ...] | list[str], field: str) -> None:
+    require(value in choices, field, f"unknown value {value!r}; choose one of: {', '.join(choices)}")

@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from .errors import require_choice
 from .metrics import exact_match, f1_score, normalize_answer
 from .protocol import NO_RECALL, official_box_count, official_boxed, official_updates
 from .records import FINAL_STEP, MEMORY_STEP, StepRecord
@@ -110,11 +111,7 @@ class RewardConfig:
     singleton_raw_advantage: bool = False
 
     def __post_init__(self) -> None:
-        if self.outcome_metric not in OUTCOME_METRICS:
-            raise ValueError(
-                f"unknown outcome metric {self.outcome_metric!r}; choose one of: "
-                + ", ".join(OUTCOME_METRICS)
-            )
+        require_choice(self.outcome_metric, OUTCOME_METRICS, "outcome_metric")
 
     @classmethod
     def official(cls, **overrides) -> RewardConfig:

@@ -9,7 +9,7 @@ import torch
 from rememr1.agent import Agent
 from rememr1.backends.base import SamplingParams
 from rememr1.data.records import Sample
-from rememr1.rl.config import RolloutConfig
+from rememr1.rl.rollout import RolloutConfig
 from rememr1.rl.rollout import collect_rollouts, policy_agent, rollout_index, trainable_steps
 
 DOC = " ".join(f"Paragraph {i}: the harbour of Velm{i} was built by Orrin{i}." for i in range(6))

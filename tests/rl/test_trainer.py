@@ -99,7 +99,7 @@ def tiny_overrides(tiny, out: Path, **extra) -> dict:
         "out": str(out), "steps": 2, "save_every": 1, "rollout.group_size": 4,
         "rollout.batch_size": 2, "rollout.chunk_size": 64, "rollout.max_new_tokens": 8,
         "rollout.fallback": "reply", "optim.lr": 1e-2, "optim.warmup_steps": 0,
-        "optim.micro_batch_size": 16,
+        "optim.max_tokens_per_micro_batch": 4096,
     }
     return {**base, **extra}
 
@@ -308,7 +308,7 @@ def test_one_step_on_the_builtin_model(tmp_path):
     cfg = load_config(None, {
         "data.train": [str(data)], "out": str(out), "steps": 1, "model.device": "cpu",
         "rollout.group_size": 2, "rollout.batch_size": 1, "rollout.chunk_size": 48,
-        "rollout.max_new_tokens": 32, "optim.micro_batch_size": 6,
+        "rollout.max_new_tokens": 32,
     })
     trainer = Trainer(cfg, quiet=True)
     (line,) = trainer.train()
@@ -316,3 +316,76 @@ def test_one_step_on_the_builtin_model(tmp_path):
     assert 0 < line["sequences"] <= 6
     assert line["kl"] == 0.0 and line["grad_norm"] is not None
     assert (out / "checkpoint-1" / "config.json").is_file()
+
+
+def test_refuses_a_budget_that_cannot_fit(tiny, tmp_path, monkeypatch):
+    """Too little free memory: one clear error before any rollout, not the OOM killer."""
+    monkeypatch.setattr(trainer_mod, "free_bytes", lambda device: 64 * 2**20)
+    with pytest.raises(InputError, match="more memory") as e:
+        Trainer(load_config(None, tiny_overrides(tiny, tmp_path / "o")), quiet=True)
+    assert "\n" not in str(e.value)
+
+
+def test_micro_batches_follow_the_token_budget(tiny, tmp_path):
+    out = tmp_path / "budget"
+    small = tiny_overrides(tiny, out, steps=1, **{"optim.max_tokens_per_micro_batch": 700})
+    (line,) = [m for m in Trainer(load_config(None, small), quiet=True).train()]
+    # 40 sequences of a few hundred tokens: many micro-batches at a 700-token budget
+    assert line["max_tokens_per_micro_batch"] == 700
+    assert line["micro_batches"] >= line["sequences"] * 250 // 700
+    assert line["peak_rss_gb"] > 0
+
+
+# ------------------------------------------------------------------- data parallel
+
+DDP_SCRIPT = """
+import sys, torch
+from rememr1.rl.config import load_config
+from rememr1.rl.trainer import Trainer
+import json
+overrides = json.loads(sys.argv[1])
+t = Trainer(load_config(None, overrides), quiet=True)
+t.train()
+torch.save({k: v.detach().clone() for k, v in t.rollout_model.state_dict().items()},
+           f"{overrides['out']}/weights-rank{t.dist.rank}-of-{t.dist.world_size}.pt")
+"""
+
+
+@pytest.mark.parametrize("strategy", ["replicate", "fsdp"])
+def test_two_ranks_match_one_process(tiny, tmp_path, strategy):
+    """torchrun with 2 CPU processes (gloo), one step: both ranks end with identical
+    weights, equal to a single-process run on the same data and seed; with FSDP the
+    weights compared are the whole copy every rank generates with."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT)
+    common = {"steps": 1, "save_every": 0, "rollout.batch_size": 2, "loss.kl_beta": 0.001,
+              "optim.bf16": False, "distributed.strategy": strategy}
+    single = tiny_overrides(tiny, tmp_path / "single", **common)
+    double = tiny_overrides(tiny, tmp_path / "double", **common)
+    proc = subprocess.run([sys.executable, str(script), json.dumps(single)], capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), json.dumps(double)], capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    one = torch.load(tmp_path / "single" / "weights-rank0-of-1.pt")
+    r0 = torch.load(tmp_path / "double" / "weights-rank0-of-2.pt")
+    r1 = torch.load(tmp_path / "double" / "weights-rank1-of-2.pt")
+    for name in one:
+        assert torch.equal(r0[name], r1[name]), name  # the ranks agree exactly
+        torch.testing.assert_close(r0[name], one[name], atol=1e-6, rtol=1e-5)
+    assert one.keys() == r0.keys()
+    # rank 0 alone wrote the run's files, with metrics over both ranks' rollouts
+    lines = read_metrics(tmp_path / "double")
+    assert len(lines) == 1 and lines[0]["world_size"] == 2
+    assert lines[0]["sequences"] == read_metrics(tmp_path / "single")[0]["sequences"]
+    assert lines[0]["loss"] == pytest.approx(read_metrics(tmp_path / "single")[0]["loss"], abs=1e-6)
+    assert (tmp_path / "double" / "checkpoint-1").is_dir()
+    # the checkpoint holds no per-rank state: one process resumes the 2-rank run
+    resumed = Trainer(load_config(None, {**double, "steps": 2}), quiet=True)
+    assert resumed.step == 1 and resumed.dist.world_size == 1
+    resumed.train()
+    assert [x["step"] for x in read_metrics(tmp_path / "double")] == [1, 2]

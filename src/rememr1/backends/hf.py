@@ -174,8 +174,7 @@ class HFBackend(Backend):
         self.context_window = int(context_window or trained or 4096)
         self._tokenizer = HFTokenizer(tokenizer)
         self._eos_ids = _eos_ids(model, tokenizer)
-        pad = tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else min(self._eos_ids)
+        self._pad_id = pad_token_id(model, tokenizer)
         self._lock = threading.Lock()
 
     # -- Backend interface -------------------------------------------------------------
@@ -308,6 +307,14 @@ class HFBackend(Backend):
                         lo = mid + 1
                 return row[:lo], FINISH_STOP
         return row, finish
+
+
+def pad_token_id(model, tokenizer) -> int:
+    """The id that pads batches of this model (generation and training alike): the
+    tokenizer's pad token, else the smallest end-of-sequence id. Padding is masked out, so
+    the choice only has to be a valid id."""
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else min(_eos_ids(model, tokenizer))
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

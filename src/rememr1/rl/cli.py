@@ -79,7 +79,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling and initialisation seed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Reference model dtype: auto | float32 | bfloat16 (the policy's master weights are always float32)."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the policy's forward passes."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the policy's forward passes (default: where the device has fast bf16 kernels)."),
     compat: Optional[str] = typer.Option(None, "--compat", help="none | official: train as the official ReMemR1 code does (its memory, history, retrieval, recall parsing, rewards and advantages; SPEC §9). Single switches: --set agent_compat.NAME=false, --set reward.NAME=false."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set loss.kl_beta=0.0 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step lines on stderr."),

@@ -1,19 +1,21 @@
-"""Training configuration: one dataclass per concern, loaded from YAML plus overrides.
+"""Loading a training configuration: YAML plus overrides into one validated `TrainConfig`.
 
     cfg = load_config("revhop-smollm2-cpu", {"steps": 5, "rollout.group_size": 2})
     cfg = load_config(None, {"data.train": ["train.parquet"], "out": "runs/t1"})
 
 A config file has the `TrainConfig` scalars at the top level (out, steps, save_every,
-eval_every, log_every, seed, keep_last, compat) and one section per concern:
+eval_every, log_every, seed, keep_last, compat) and one section per concern, each the
+config object of the module that owns it (and validates itself):
 
-    model:   path (None = the built-in SmolLM2-135M-Instruct), ref_path, dtype, device, ...
-    data:    train (files or globs), dev, shuffle_seed, max_items
-    rollout: method, group_size, batch_size, chunk_size, max_new_tokens, temperature, ...
-    reward:  `rememr1.rewards.RewardConfig` fields (official-code switches, outcome metric)
-    agent_compat: `rememr1.compat.AgentCompat` fields (the agent's official-code switches)
-    loss:    clip_low, clip_high, dual_clip_c, kl_beta, entropy_coef, agg, alpha, scale_by_std
-    optim:   lr, warmup_steps, weight_decay, grad_clip, mini_batch_size, grad_accum, bf16, ...
-    eval:    max_items, temperature, top_p, batch_size, max_new_tokens
+    model:   rl.policy.ModelConfig       path (None = built-in SmolLM2-135M-Instruct), ref_path, dtype, ...
+    data:    rl.data.DataConfig          train (files or globs), dev, shuffle_seed, max_items
+    rollout: rl.rollout.RolloutConfig    method, group_size, batch_size, chunk_size, max_new_tokens, ...
+    reward:  rewards.RewardConfig        official-code switches, outcome metric
+    agent_compat: compat.AgentCompat     the agent's official-code switches
+    loss:    rl.loss.LossConfig          clip_low, clip_high, dual_clip_c, kl_beta, entropy_coef, agg, alpha, ...
+    optim:   rl.optim.OptimConfig        lr, warmup_steps, mini_batch_size, max_tokens_per_micro_batch, bf16, ...
+    eval:    rl.validation.EvalConfig    max_items, temperature, top_p, batch_size, max_new_tokens
+    distributed: rl.distributed.DistributedConfig   strategy (replicate | fsdp) under torchrun
 
 `compat: official` turns on every official-code switch of `agent_compat` (with the
 trainer's retrieval timing) and `reward` (SPEC §9); keys set explicitly win over the
@@ -34,120 +36,15 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..compat import PRESETS, AgentCompat
-from ..errors import InputError
-from ..protocol import ANSWER_FORMATS
+from ..errors import InputError, require, require_choice
 from ..rewards import RewardConfig
-
-TRAINABLE_METHODS = ("rememr1", "memagent", "rule-callback")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-AGGREGATIONS = ("token-mean", "seq-mean")  # as rememr1.rl.loss.AGGREGATIONS (torch-free here)
-RETRIEVERS = ("tfidf", "bm25", "overlap", "dense")
-FALLBACKS = ("keep", "reply", "empty")
-
-
-@dataclass(kw_only=True)
-class ModelConfig:
-    """The policy and the frozen reference model.
-
-    path     -- HF model directory (or .gguf); None = the built-in SmolLM2-135M-Instruct,
-                converted once to an HF directory. The policy's master weights are always
-                float32, whatever the checkpoint's dtype.
-    ref_path -- the KL reference; None = a frozen copy of the initial policy.
-    dtype    -- dtype the reference model's weights are held in ("auto": bfloat16 on a GPU
-                that supports it, else float32).
-    """
-
-    path: str | None = None
-    ref_path: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    gradient_checkpointing: bool = False
-
-
-@dataclass(kw_only=True)
-class DataConfig:
-    """Training questions: schema-A parquet (MemAgent's files unchanged) or any schema the
-    loaders read; `train` entries may be globs. `max_items` keeps the first N questions
-    (before shuffling); every epoch is a fresh permutation seeded by (shuffle_seed, epoch)."""
-
-    train: list[str] = field(default_factory=list)
-    dev: str | None = None
-    shuffle_seed: int = 0
-    max_items: int | None = None
-
-
-@dataclass(kw_only=True)
-class RolloutConfig:
-    """How episodes are sampled: G rollouts for each of `batch_size` questions per step,
-    all in flight together; `generation_batch_size` caps one `generate` call."""
-
-    method: str = "rememr1"
-    group_size: int = 16
-    batch_size: int = 128
-    chunk_size: int = 5000
-    max_new_tokens: int = 2048
-    temperature: float = 1.0
-    top_p: float = 1.0
-    retriever: str = "tfidf"
-    top_k: int = 1
-    max_context_tokens: int | None = None
-    fallback: str = "keep"
-    templates: str | None = None
-    answer_format: str = "boxed"
-    generation_batch_size: int = 64
-
-
-@dataclass(kw_only=True)
-class LossConfig:
-    """The objective (SPEC §4): PPO clip with dual clip, k3 KL to the reference, entropy
-    bonus, and the advantage mix A = alpha A_out + (1 - alpha) A_state."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip_c: float | None = 3.0
-    kl_beta: float = 0.001
-    entropy_coef: float = 0.0
-    agg: str = "token-mean"
-    alpha: float = 0.8
-    scale_by_std: bool = False
-
-
-@dataclass(kw_only=True)
-class OptimConfig:
-    """AdamW on float32 master weights, linear warm-up then constant lr, gradient clipping.
-
-    mini_batch_size  -- questions (with all their rollouts' steps) per optimiser update;
-                        None = the whole batch (one update per step, on-policy).
-    micro_batch_size -- sequences per forward/backward pass; None = split each mini-batch
-                        into `grad_accum` passes. Gradients of the passes are summed.
-    bf16             -- autocast forward passes of the policy (rollout, update) to bfloat16.
-    """
-
-    lr: float = 1e-6
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    mini_batch_size: int | None = None
-    grad_accum: int = 1
-    micro_batch_size: int | None = None
-    epochs: int = 1
-    bf16: bool = False
-
-
-@dataclass(kw_only=True)
-class EvalConfig:
-    """Periodic validation on `data.dev` through the evaluation code (sub-EM). Sampling
-    defaults are the paper's evaluation settings; max_new_tokens None = the rollout's."""
-
-    max_items: int | None = 64
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 64
-    max_new_tokens: int | None = None
-    at_start: bool = False
+from .data import DataConfig
+from .distributed import DistributedConfig
+from .loss import LossConfig
+from .optim import OptimConfig
+from .policy import ModelConfig
+from .rollout import RolloutConfig
+from .validation import EvalConfig
 
 
 @dataclass(kw_only=True)
@@ -171,6 +68,19 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def __post_init__(self) -> None:
+        require(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
+        for key in ("save_every", "eval_every"):
+            require(getattr(self, key) >= 0, key, "must be >= 0 (0 = never)")
+        require(self.log_every >= 1, "log_every", "must be at least 1")
+        require(self.keep_last is None or self.keep_last >= 1, "keep_last", "must be at least 1")
+        require(bool(self.out.strip()), "out", "must name a directory")
+        require_choice(self.compat, PRESETS, "compat")
+        require(not self.agent_compat.tfidf_model_tokens or self.rollout.retriever == "tfidf",
+                "agent_compat.tfidf_model_tokens",
+                f"needs rollout.retriever tfidf, not {self.rollout.retriever!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,6 +95,7 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "eval": EvalConfig,
+    "distributed": DistributedConfig,
 }
 
 
@@ -286,7 +197,8 @@ def build_config(flat: dict[str, Any], *, where: str = "config") -> TrainConfig:
     """A validated TrainConfig from a flat {dotted key: value} mapping; a compatibility
     preset (`compat`) fills the switches the mapping does not set."""
     preset = str(flat.get("compat") or "none")
-    _choice(preset, PRESETS, "compat")
+    if preset not in PRESETS:
+        raise InputError(f"compat: unknown value {preset!r}; choose one of: {', '.join(PRESETS)}")
     flat = {**_preset_keys(preset), **flat}
     top_types = _top_fields()
     top: dict[str, Any] = {}
@@ -307,11 +219,12 @@ def build_config(flat: dict[str, Any], *, where: str = "config") -> TrainConfig:
     for name, cls in SECTIONS.items():
         try:
             built[name] = cls(**sections[name])
-        except ValueError as exc:  # RewardConfig validates itself
-            raise InputError(f"{name}: {exc}") from None
-    cfg = TrainConfig(**top, **built)
-    validate(cfg)
-    return cfg
+        except ValueError as exc:  # each section validates itself: "field: message"
+            raise InputError(f"{name}.{exc}") from None
+    try:
+        return TrainConfig(**top, **built)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _unknown(key: str, where: str) -> InputError:
@@ -375,81 +288,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _check(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise InputError(f"{key}: {msg}")
-
-
-def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
-    _check(value in choices, key, f"unknown value {value!r}; choose one of: {', '.join(choices)}")
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Range and choice checks (types were checked while loading)."""
-    _check(cfg.steps >= 1, "steps", f"must be at least 1, got {cfg.steps}")
-    for key in ("save_every", "eval_every"):
-        _check(getattr(cfg, key) >= 0, key, "must be >= 0 (0 = never)")
-    _check(cfg.log_every >= 1, "log_every", "must be at least 1")
-    _check(cfg.keep_last is None or cfg.keep_last >= 1, "keep_last", "must be at least 1")
-    _check(bool(cfg.out.strip()), "out", "must name a directory")
-    m = cfg.model
-    _choice(m.dtype, DTYPES, "model.dtype")
-    _check(m.device in ("auto", "cpu", "cuda") or m.device.startswith("cuda:"), "model.device",
-           f"unknown device {m.device!r}; choose auto, cpu, cuda or cuda:N")
-    d = cfg.data
-    _check(d.max_items is None or d.max_items >= 1, "data.max_items", "must be at least 1")
-    r = cfg.rollout
-    _choice(r.method, TRAINABLE_METHODS, "rollout.method")
-    _choice(r.retriever, RETRIEVERS, "rollout.retriever")
-    _choice(r.fallback, FALLBACKS, "rollout.fallback")
-    _choice(r.answer_format, ANSWER_FORMATS, "rollout.answer_format")
-    _check(not cfg.agent_compat.tfidf_model_tokens or r.retriever == "tfidf",
-           "agent_compat.tfidf_model_tokens", f"needs rollout.retriever tfidf, not {r.retriever!r}")
-    for key in ("group_size", "batch_size", "chunk_size", "max_new_tokens", "top_k", "generation_batch_size"):
-        _check(getattr(r, key) >= 1, f"rollout.{key}", f"must be at least 1, got {getattr(r, key)}")
-    _check(r.group_size >= 2, "rollout.group_size",
-           "must be at least 2: advantages are relative to the other rollouts of a question")
-    _check(r.temperature > 0, "rollout.temperature", "must be > 0 (training needs sampled rollouts)")
-    _check(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
-    _check(r.max_context_tokens is None or r.max_context_tokens >= 1, "rollout.max_context_tokens",
-           "must be at least 1")
-    lo = cfg.loss
-    _check(0 <= lo.clip_low < 1, "loss.clip_low", "must be in [0, 1)")
-    _check(lo.clip_high >= 0, "loss.clip_high", "must be >= 0")
-    _check(lo.dual_clip_c is None or lo.dual_clip_c > 1, "loss.dual_clip_c", "must be > 1 (or null to disable)")
-    _check(lo.kl_beta >= 0, "loss.kl_beta", "must be >= 0")
-    _choice(lo.agg, AGGREGATIONS, "loss.agg")
-    _check(0 <= lo.alpha <= 1, "loss.alpha", f"must be in [0, 1], got {lo.alpha}")
-    o = cfg.optim
-    _check(o.lr > 0, "optim.lr", "must be > 0")
-    _check(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
-    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    _check(o.grad_clip > 0, "optim.grad_clip", "must be > 0")
-    _check(o.grad_accum >= 1, "optim.grad_accum", "must be at least 1")
-    _check(o.epochs >= 1, "optim.epochs", "must be at least 1")
-    _check(o.mini_batch_size is None or o.mini_batch_size >= 1, "optim.mini_batch_size", "must be at least 1")
-    _check(o.micro_batch_size is None or o.micro_batch_size >= 1, "optim.micro_batch_size", "must be at least 1")
-    e = cfg.eval
-    _check(e.max_items is None or e.max_items >= 1, "eval.max_items", "must be at least 1")
-    _check(e.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
-    _check(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]")
-    _check(e.batch_size >= 1, "eval.batch_size", "must be at least 1")
-    _check(e.max_new_tokens is None or e.max_new_tokens >= 1, "eval.max_new_tokens", "must be at least 1")
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from `TrainConfig.to_dict()` output (as saved with a run)."""
     return build_config(_flatten(data, "saved config"), where="saved config")
 
 
 __all__ = [
-    "DataConfig",
-    "EvalConfig",
-    "LossConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "RewardConfig",
-    "RolloutConfig",
+    "SECTIONS",
     "TrainConfig",
     "build_config",
     "config_from_dict",

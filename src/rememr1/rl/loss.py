@@ -2,7 +2,7 @@
 
 Every tensor below is [B, L]: B training sequences (one per agent step), L generated-token
 positions, `mask` marking the real generated tokens (1) against padding (0). Advantages are
-per token (a step's scalar broadcast over its tokens, `rl.advantages.broadcast_to_tokens`).
+per token (a step's scalar on every one of its tokens).
 
 * `policy_loss`: PPO clipped surrogate with separate low/high clip ranges and dual clip
   for negative advantages;
@@ -19,12 +19,39 @@ mean.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from ..errors import require, require_choice
+
 Aggregation = Literal["token-mean", "seq-mean"]
 AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean")
+
+
+@dataclass(kw_only=True)
+class LossConfig:
+    """The objective (SPEC §4): PPO clip with dual clip, k3 KL to the reference, entropy
+    bonus, and the advantage mix A = alpha A_out + (1 - alpha) A_state."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip_c: float | None = 3.0
+    kl_beta: float = 0.001
+    entropy_coef: float = 0.0
+    agg: str = "token-mean"
+    alpha: float = 0.8
+    scale_by_std: bool = False
+
+    def __post_init__(self) -> None:
+        require(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1)")
+        require(self.clip_high >= 0, "clip_high", "must be >= 0")
+        require(self.dual_clip_c is None or self.dual_clip_c > 1, "dual_clip_c",
+                "must be > 1 (or null to disable)")
+        require(self.kl_beta >= 0, "kl_beta", "must be >= 0")
+        require_choice(self.agg, AGGREGATIONS, "agg")
+        require(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
 
 # exp() of a log-ratio beyond this is a numerical accident, not a policy change.
 _MAX_LOG_RATIO = 20.0

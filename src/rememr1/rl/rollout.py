@@ -31,15 +31,55 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..agent import Agent, Episode, StepCallback
+from ..agent import METHODS, Agent, Episode, StepCallback
 from ..backends.base import SamplingParams
 from ..compat import AgentCompat
 from ..data.records import Sample, agent_document
-from ..errors import InputError
+from ..errors import InputError, require, require_choice
+from ..memory import RETRIEVERS
+from ..protocol import ANSWER_FORMATS, FALLBACKS
 from ..records import AnswerResult, StepRecord
-from .config import RolloutConfig
 
 log = logging.getLogger(__name__)
+
+
+TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.single_prompt is None)
+
+
+@dataclass(kw_only=True)
+class RolloutConfig:
+    """How episodes are sampled: G rollouts for each of `batch_size` questions per step,
+    all in flight together; `generation_batch_size` caps one `generate` call."""
+
+    method: str = "rememr1"
+    group_size: int = 16
+    batch_size: int = 128
+    chunk_size: int = 5000
+    max_new_tokens: int = 2048
+    temperature: float = 1.0
+    top_p: float = 1.0
+    retriever: str = "tfidf"
+    top_k: int = 1
+    max_context_tokens: int | None = None
+    fallback: str = "keep"
+    templates: str | None = None
+    answer_format: str = "boxed"
+    generation_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        require_choice(self.method, TRAINABLE_METHODS, "method")
+        require_choice(self.retriever, tuple(sorted(RETRIEVERS)), "retriever")
+        require_choice(self.fallback, FALLBACKS, "fallback")
+        require_choice(self.answer_format, ANSWER_FORMATS, "answer_format")
+        for key in ("group_size", "batch_size", "chunk_size", "max_new_tokens", "top_k",
+                    "generation_batch_size"):
+            require(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
+        require(self.group_size >= 2, "group_size",
+                "must be at least 2: advantages are relative to the other rollouts of a question")
+        require(self.temperature > 0, "temperature", "must be > 0 (training needs sampled rollouts)")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_context_tokens is None or self.max_context_tokens >= 1,
+                "max_context_tokens", "must be at least 1")
 
 
 def rollout_index(step: int, question_id: str, g: int) -> int:
@@ -165,4 +205,5 @@ def collect_rollouts(
     return [groups[q] for q in sorted(groups)]
 
 
-__all__ = ["Rollout", "collect_rollouts", "policy_agent", "rollout_index", "trainable_steps"]
+__all__ = ["Rollout", "RolloutConfig", "TRAINABLE_METHODS", "collect_rollouts", "policy_agent",
+           "rollout_index", "trainable_steps"]

@@ -4,6 +4,7 @@
     from rememr1.rl.trainer import Trainer
     Trainer(load_config("revhop-smollm2-cpu", {"out": "runs/t1"})).train()
     # or: rememr1 train --config revhop-smollm2-cpu --out runs/t1
+    # or, data parallel: torchrun --nproc-per-node 2 -m rememr1 train --config ... --out runs/t1
 
 One training step:
 1. rollout   -- `batch_size` questions x `group_size` sampled episodes through the agent's
@@ -11,284 +12,86 @@ One training step:
                update and the final answer) becomes its own training sequence: prompt =
                the step's context, loss on the generated tokens only ("multi-conversation").
 2. rewards   -- outcome and state rewards per step (`rememr1.rewards`), group-relative
-               advantages mixed with alpha (`rl.advantages`), broadcast to the tokens.
+               advantages mixed with alpha (`rl.advantages`), one scalar per sequence.
 3. reference -- log-probs of the generated tokens under the frozen reference model (for
-               the k3 KL term) and, when a step makes more than one optimiser update, under
-               the rollout policy ("old" log-probs). With a single update per step the
-               old log-probs are by definition the current ones (ratio 1), so that extra
-               forward pass is skipped and the detached current log-probs are used.
-4. update    -- mini-batches of questions, each split into micro-batches whose gradients
-               are accumulated (loss normalised by the mini-batch's token or sequence
-               count, so the sum equals the mini-batch mean); AdamW on float32 master
-               weights (optional bfloat16 autocast for the forward passes), linear warm-up
-               then constant learning rate, gradient-norm clipping.
+               the k3 KL term), once per step, and, when a step makes more than one
+               optimizer update, under the rollout policy ("old" log-probs). With a single
+               update per step the old log-probs are by definition the current ones (ratio
+               1), so that extra forward pass is skipped.
+4. update    -- mini-batches of questions; each packed into micro-batches of at most
+               `optim.max_tokens_per_micro_batch` padded tokens (`rl.sequences`), whose
+               gradients are accumulated (loss normalised by the mini-batch's token or
+               sequence count, so the sum equals the mini-batch mean); AdamW on float32
+               master weights (bf16 autocast where it pays, `rl.policy`), warm-up,
+               gradient clipping.
 
-Outputs in OUT: `metrics.jsonl` (one line per step), TensorBoard events in `OUT/tb`,
-validation results in `OUT/eval/step-N` (the evaluation runner, sub-EM), checkpoints
-`OUT/checkpoint-N` (plain HF model directories plus `trainer_state.pt`), `config.yaml`.
-Rerunning the same command resumes from the newest checkpoint; the resumed run computes
-the same next step as an uninterrupted one (tests/rl/test_trainer.py checks the loss).
-Ctrl-C during rollout or reference scoring stops at once and saves the last completed
-step; during an update it first finishes the step (a second Ctrl-C quits without saving).
+Memory is bounded by the token budget, not by the episode: before the first update the
+trainer estimates what the budget needs (`rl.budget`) and refuses with a one-line
+suggestion when it cannot fit, instead of being killed by the OS.
 
-Simplifications: one process, one device (multi-GPU runs belong on an engine such as verl,
-see docs/scale-out.md); the policy's dropout is off throughout (eval mode), as usual for
-LLM RL; sequences are left-padded and scored together, so every micro-batch pads to its
-longest prompt + completion.
+Outputs in OUT: `metrics.jsonl` and TensorBoard events (`rl.logs`), validation results in
+`OUT/eval/step-N` (`rl.validation`), checkpoints `OUT/checkpoint-N` (plain HF model
+directories plus `trainer_state.pt`, `rl.checkpoint`), `config.yaml`. Rerunning the same
+command resumes from the newest checkpoint and computes the same next step as an
+uninterrupted run (tests/rl/test_trainer.py checks the loss); Ctrl-C is handled by
+`rl.interrupts`. Under torchrun the questions of a step are dealt out over the ranks and
+gradients summed, with the model replicated or sharded by FSDP (`rl.distributed`); rank 0
+writes everything.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import json
-import logging
+import copy
+import dataclasses
 import math
 import random
-import signal
-import threading
+import resource
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.records import Sample
 from ..errors import InputError
-from ..records import FINAL_STEP
-from ..rewards import EpisodeRewards, episode_rewards
+from ..rewards import episode_rewards
 from . import checkpoint as ckpt
 from .advantages import group_advantages
+from .budget import MemoryPlan, free_bytes, limit_malloc_caching, longest_sequence
 from .config import TrainConfig, config_from_dict
-from .loss import entropy_from_logits, token_logprobs, total_loss
-from .rollout import Rollout, collect_rollouts, policy_agent, trainable_steps
-
-log = logging.getLogger(__name__)
+from .data import DataStream, batch_keys, expand_files, load_training_samples, question_key
+from .distributed import from_env, full_state_dict, load_optimizer_state, optimizer_state, shard_model
+from .interrupts import Interrupts
+from .logs import METRIC_KEYS, RunLog, mean, reward_metrics, rollout_summary
+from .loss import total_loss
+from .policy import load_policy
+from .optim import make_optimizer
+from .rollout import collect_rollouts, policy_agent
+from .sequences import (
+    CompletionScorer,
+    TrainSequence,
+    build_sequences,
+    completion_logprobs,
+    pack_micro_batches,
+    right_align,
+)
+from .validation import validate
 
 # Config keys that may change between a run and its resumption (they do not change what a
 # step computes, only how often things happen, where, or how work is batched); so may
 # every validation setting (`eval.*`).
 RESUMABLE_CHANGES = (
     "out", "steps", "save_every", "eval_every", "log_every", "keep_last", "model.device",
-    "data.dev", "rollout.generation_batch_size", "optim.micro_batch_size", "optim.grad_accum",
-)
-
-# Every line of metrics.jsonl has these keys (None where a quantity does not apply).
-METRIC_KEYS = (
-    "step", "epoch", "outcome_reward", "state_reward", "memory_gain", "callback_bonus",
-    "format_reward", "format_rate", "answer_rate", "recall_rate", "truncated_rate",
-    "response_length", "steps_per_rollout", "advantage_abs_mean", "sequences", "tokens",
-    "completion_tokens", "loss", "pg_loss", "kl", "entropy", "clip_frac", "dual_clip_frac",
-    "approx_kl", "grad_norm", "lr", "updates", "seconds_rollout", "seconds_reference",
-    "seconds_update", "seconds_step", "gen_tokens_per_s", "train_tokens_per_s",
+    "data.dev", "rollout.generation_batch_size", "optim.max_tokens_per_micro_batch",
+    "model.gradient_checkpointing", "distributed.strategy",
 )
 
 
-# ---------------------------------------------------------------------------------- data
-
-
-class DataStream:
-    """Batches of question indices: epoch after epoch, each a fresh permutation seeded by
-    (shuffle_seed, epoch). The position (epoch, offset) is all its state."""
-
-    def __init__(self, n: int, *, seed: int, epoch: int = 0, offset: int = 0):
-        if n < 1:
-            raise InputError("no training questions")
-        self.n, self.seed, self.epoch, self.offset = n, seed, epoch, offset
-        self._perm = self._permutation(epoch)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
-
-    def next(self, k: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < k:
-            if self.offset >= self.n:
-                self.epoch += 1
-                self.offset = 0
-                self._perm = self._permutation(self.epoch)
-            take = min(k - len(out), self.n - self.offset)
-            out.extend(int(i) for i in self._perm[self.offset : self.offset + take])
-            self.offset += take
-        return out
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-
-def expand_files(patterns: Sequence[str], what: str) -> list[str]:
-    files: list[str] = []
-    for pattern in patterns:
-        if any(c in pattern for c in "*?["):
-            matches = sorted(glob.glob(str(Path(pattern).expanduser())))
-            if not matches:
-                raise InputError(f"{what}: no files match {pattern}")
-            files.extend(matches)
-        else:
-            p = Path(pattern).expanduser()
-            if not p.is_file():
-                raise InputError(f"{what}: no such file: {pattern}")
-            files.append(str(p))
-    return files
-
-
-def load_training_samples(patterns: Sequence[str], max_items: int | None) -> list[Sample]:
-    from ..data.loaders import load_samples
-
-    if not patterns:
-        raise InputError("no training data: give --data FILE (schema-A parquet or any supported file) "
-                         "or data.train in the config")
-    samples: list[Sample] = []
-    for f in expand_files(patterns, "data.train"):
-        samples.extend(load_samples(f))
-        if max_items is not None and len(samples) >= max_items:
-            break
-    return samples[:max_items] if max_items is not None else samples
-
-
-def question_key(sample: Sample) -> str:
-    """A name for a question that is unique across training files (ids need not be)."""
-    source = Path(str(sample.metadata.get("source_file", ""))).name
-    return f"{source}:{sample.id}"
-
-
-def batch_keys(keys: Sequence[str], indices: Sequence[int]) -> list[str]:
-    """The seeding keys of a batch; a question drawn twice (a batch spanning two epochs of
-    a small file) gets a suffix so its two groups sample differently."""
-    seen: dict[str, int] = {}
-    out = []
-    for i in indices:
-        k = keys[i]
-        seen[k] = seen.get(k, 0) + 1
-        out.append(k if seen[k] == 1 else f"{k}#{seen[k]}")
-    return out
-
-
-# ----------------------------------------------------------------------------- sequences
-
-
-@dataclass
-class TrainSequence:
-    """One agent step as a training sequence: loss on `completion_ids` only."""
-
-    prompt_ids: tuple[int, ...]
-    completion_ids: tuple[int, ...]
-    advantage: float
-    question: int
-    old_logp: torch.Tensor | None = None  # [len(completion_ids)], float32, CPU
-    ref_logp: torch.Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.completion_ids)
-
-
-def build_sequences(
-    groups: Sequence[Sequence[Rollout]], rewards: Sequence[Sequence[EpisodeRewards]], advantages
-) -> list[TrainSequence]:
-    """Training sequences of every trainable step, carrying its step's advantage."""
-    seqs = []
-    for group, adv_group in zip(groups, advantages):
-        for rollout, adv in zip(group, adv_group):
-            for pos, rec in trainable_steps(rollout.steps):
-                seqs.append(TrainSequence(
-                    prompt_ids=tuple(rec.prompt_ids),
-                    completion_ids=tuple(rec.completion_ids),
-                    advantage=float(adv[pos]),
-                    question=rollout.question,
-                ))
-    return seqs
-
-
-def _right_align(rows: Sequence[torch.Tensor], width: int) -> torch.Tensor:
-    out = torch.zeros((len(rows), width), dtype=torch.float32)
-    for b, r in enumerate(rows):
-        if len(r):
-            out[b, width - len(r):] = r
-    return out
-
-
-def score_sequences(
-    model,
-    seqs: Sequence[TrainSequence],
-    *,
-    pad_id: int,
-    temperature: float,
-    autocast: bool,
-    with_entropy: bool = False,
-    entropy_grad: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Log-probs of each sequence's completion tokens under `model`, right-aligned:
-    ([B, C] logp, [B, C] mask, [B, C] entropy or None), C = the longest completion.
-
-    Rows are left-padded so that every completion ends at the last position; the model
-    computes logits for the last C + 1 positions only (`logits_to_keep`). Position ids
-    count real tokens only, as in left-padded generation.
-    """
-    device = next(model.parameters()).device
-    width = max(s.length for s in seqs)
-    cmax = max(len(s.completion_ids) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        row = s.prompt_ids + s.completion_ids
-        ids[b, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        attn[b, width - len(row):] = 1
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    ids, attn, positions = ids.to(device), attn.to(device), positions.to(device)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-        out = model(input_ids=ids, attention_mask=attn, position_ids=positions,
-                    logits_to_keep=cmax + 1, use_cache=False)
-    logits = out.logits[:, :-1, :]  # position p predicts token p + 1
-    labels = ids[:, width - cmax:]
-    cols = torch.arange(cmax, device=device)[None, :]
-    lens = torch.tensor([len(s.completion_ids) for s in seqs], device=device)[:, None]
-    mask = (cols >= cmax - lens).float()
-    logp = token_logprobs(logits, labels, temperature=temperature)
-    entropy = None
-    if with_entropy:
-        src = logits if entropy_grad else logits.detach()
-        with contextlib.nullcontext() if entropy_grad else torch.no_grad():
-            entropy = entropy_from_logits(src, temperature=temperature)
-    return logp, mask, entropy
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for at in range(0, len(items), size):
-        yield items[at : at + size]
-
-
-# ------------------------------------------------------------------------------- trainer
-
-
-class _Interrupts:
-    """Ctrl-C policy: stop at once while the weights are untouched (rollout, reference,
-    evaluation); during an update, finish the step first. A second Ctrl-C always stops."""
-
-    def __init__(self, say):
-        self.phase = "idle"
-        self.requested = False
-        self._say = say
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-    def _handler(self, signum, frame):
-        if self.phase != "update" or self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self._say("interrupt: finishing this step's update, then saving a checkpoint "
-                  "(Ctrl-C again to quit without saving)")
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GiB."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 2**30 if sys.platform == "darwin" else kb / 2**20  # bytes on macOS, KiB on Linux
 
 
 class Trainer:
@@ -296,30 +99,20 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, quiet: bool = False):
         self.cfg = config
+        self.dist = from_env(config.model.device)
         self.out = Path(config.out).expanduser()
-        self.quiet = quiet
+        self.log = RunLog(self.out, total_steps=config.steps, log_every=config.log_every,
+                          quiet=quiet or not self.dist.is_main)
         self.step = 0
-        self._console = None
-        self._writer = None
-        self._metrics_fh = None
+        self._budget_checked = False
         self._setup()
 
     # -- setup ---------------------------------------------------------------------------
 
-    def _say(self, msg: str) -> None:
-        if self.quiet:
-            log.info(msg)
-            return
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=True, highlight=False)
-        self._console.print(msg, markup=False)
-
     def _setup(self) -> None:
-        from ..backends.hf import load_pretrained, resolve_device, resolve_dtype
+        from ..backends.hf import resolve_device
 
-        cfg = self.cfg
+        cfg, dist = self.cfg, self.dist
         self.samples = load_training_samples(cfg.data.train, cfg.data.max_items)
         self.keys = [question_key(s) for s in self.samples]
         if cfg.eval_every or cfg.eval.at_start:
@@ -329,62 +122,59 @@ class Trainer:
 
             for f in expand_files([cfg.data.dev], "data.dev"):
                 next(iter_samples(f), None)  # a bad dev file fails now, not at step N
-        self.out.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_partial(self.out)
-        self._check_saved_config()
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_partial(self.out)
+            self._check_saved_config()
+        dist.barrier()
 
-        self.device = torch.device(resolve_device(cfg.model.device))
+        device = resolve_device(dist.device(cfg.model.device))
         resume = ckpt.latest_checkpoint(self.out)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
-
-        source = cfg.model.path
-        if source is None:
-            from ..backends.builtin import builtin_hf_dir
-
-            source = str(builtin_hf_dir())
-        self.model_source = source
-        load_from = str(resume) if resume is not None else source
-        self.policy, self.tokenizer, self.model_name = load_pretrained(load_from, torch.float32)
-        self.policy.to(self.device)
-        self.policy.eval()  # no dropout, in rollouts and updates alike
-        if cfg.model.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable()
-            self.policy.config.use_cache = False
-        pad = self.tokenizer.pad_token_id
-        eos = self.tokenizer.eos_token_id
-        self.pad_id = pad if pad is not None else (eos if eos is not None else 0)
-
-        self.ref = None
-        if cfg.loss.kl_beta > 0:
-            ref_dtype = resolve_dtype(cfg.model.dtype, self.device.type)
-            self.ref, _, _ = load_pretrained(cfg.model.ref_path or source, ref_dtype)
-            self.ref.to(self.device)
-            self.ref.eval()
-            self.ref.requires_grad_(False)
-
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.policy.parameters() if p.requires_grad],
-            lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps, weight_decay=o.weight_decay,
-        )
-        warm = o.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda u: min(1.0, (u + 1) / warm) if warm > 0 else 1.0
-        )
+        self.policy = load_policy(cfg.model, device=device, bf16=cfg.optim.bf16, resume_from=resume,
+                                  with_reference=cfg.loss.kl_beta > 0)
+        n_params = sum(q.numel() for q in self.policy.model.parameters() if q.requires_grad)
+        # The model rollouts generate with: the policy itself, or under FSDP a whole copy
+        # refreshed from the shards after every update (rl.distributed).
+        self.sharded = dist.enabled and cfg.distributed.strategy == "fsdp"
+        self.rollout_model = self.policy.model
+        # What scoring and the update call: the policy (and reference) as one module each.
+        self.scorer = CompletionScorer(self.policy.model)
+        self.ref_scorer = CompletionScorer(self.policy.ref) if self.policy.ref is not None else None
+        if self.sharded:
+            self.rollout_model = copy.deepcopy(self.policy.model).requires_grad_(False)
+            shard_model(self.scorer)
+            if self.ref_scorer is not None:
+                shard_model(self.ref_scorer)
+        self.optimizer, self.scheduler = make_optimizer(self.scorer.parameters(), cfg.optim)
         self.data = DataStream(len(self.samples), seed=cfg.data.shuffle_seed)
         if resume is not None:
             state = ckpt.load_state(resume)
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.scorer, self.optimizer, state["optimizer"], sharded=self.sharded)
             self.scheduler.load_state_dict(state["scheduler"])
             ckpt.set_rng_state(state["rng"])
             self.data = DataStream(len(self.samples), seed=cfg.data.shuffle_seed, **state["data"])
             self.step = int(state["step"])
-            self._say(f"resuming from {resume} (step {self.step})")
+            self.log.say(f"resuming from {resume} (step {self.step})")
+
+        limit_malloc_caching()
+        self.plan = MemoryPlan.for_model(
+            self.rollout_model, checkpointing=cfg.model.gradient_checkpointing,
+            trainable_params=n_params // dist.world_size if self.sharded else n_params)
+        free = free_bytes(device)
+        self.token_budget = (cfg.optim.max_tokens_per_micro_batch
+                             or self.plan.default_budget(free, self.policy.device.type))
+        self._check_budget(longest_sequence(cfg.rollout.chunk_size, cfg.rollout.max_new_tokens))
         self._snapshot = self._capture()
-        self.agent = policy_agent(self.policy, self.tokenizer, cfg.rollout, seed=cfg.seed,
-                                  compat=cfg.agent_compat)
+        self.agent = policy_agent(self.rollout_model, self.policy.tokenizer, cfg.rollout,
+                                  seed=cfg.seed, compat=cfg.agent_compat)
+
+    def _check_budget(self, longest: int) -> None:
+        """Refuse (one line) a token budget, or a sequence, that cannot fit in memory."""
+        self.plan.check(self.token_budget, free_bytes(str(self.policy.device)), longest=longest,
+                        checkpointing=self.cfg.model.gradient_checkpointing)
 
     def _check_saved_config(self) -> None:
         import yaml
@@ -412,82 +202,107 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint of the last completed step (rank 0 writes; under FSDP every
+        rank takes part in gathering the optimizer state). None on other ranks."""
+        if not (self.dist.is_main or self.sharded):
+            return None
+        opt_state = optimizer_state(self.scorer, self.optimizer)
+        if not self.dist.is_main:
+            return None
         state = {
-            "version": 1,
+            "version": 2,
             "step": self._snapshot["step"],
             "data": self._snapshot["data"],
             "rng": self._snapshot["rng"],
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": opt_state,
             "scheduler": self.scheduler.state_dict(),
             "config": self.cfg.to_dict(),
         }
-        path = ckpt.save_checkpoint(self.out, self._snapshot["step"], model=self.policy,
-                                    tokenizer=self.tokenizer, state=state)
+        # The rollout model holds the current whole weights (under FSDP too).
+        path = ckpt.save_checkpoint(self.out, self._snapshot["step"], model=self.rollout_model,
+                                    tokenizer=self.policy.tokenizer, state=state)
         for old in ckpt.prune_checkpoints(self.out, self.cfg.keep_last):
-            log.info("removed old checkpoint %s", old)
+            self.log.say(f"removed old checkpoint {old}")
         return path
+
+    def _save(self, what: str = "saved") -> None:
+        path = self.save()
+        if path is not None:
+            self.log.say(f"{what} {path}")
 
     # -- the loop ------------------------------------------------------------------------
 
     def train(self) -> list[dict[str, Any]]:
         """Run until `config.steps`; returns the metrics of the steps run in this call."""
         cfg = self.cfg
-        self._open_logs()
+        if self.dist.is_main:
+            self.log.open(resume_step=self.step)
         history: list[dict[str, Any]] = []
         saved_at = self.step if ckpt.latest_checkpoint(self.out) is not None else None
-        with _Interrupts(self._say) as intr:
+        with Interrupts(self.log.say) as intr:
             self._intr = intr
             try:
                 if cfg.eval.at_start and self.step == 0:
-                    intr.phase = "eval"
-                    self._log_eval(0, self.evaluate(0))
+                    self._validate(intr, 0)
                 while self.step < cfg.steps:
                     metrics = self.train_step()
                     history.append(metrics)
-                    self._log(metrics)
+                    if self.dist.is_main:
+                        self.log.train(metrics)
                     if cfg.eval_every and self.step % cfg.eval_every == 0:
-                        intr.phase = "eval"
-                        self._log_eval(self.step, self.evaluate(self.step))
+                        self._validate(intr, self.step)
                     if (cfg.save_every and self.step % cfg.save_every == 0) or intr.requested:
                         intr.phase = "save"
-                        self._say(f"saved {self.save()}")
+                        self._save()
                         saved_at = self.step
                     if intr.requested:
                         raise KeyboardInterrupt
                     intr.phase = "idle"
                 if saved_at != self.step:
                     intr.phase = "save"
-                    self._say(f"saved {self.save()}")
+                    self._save()
             except KeyboardInterrupt:
                 intr.phase = "save"
                 if self.step > 0 and saved_at != self._snapshot["step"]:
-                    self._say(f"interrupted: saved {self.save()}; rerun the same command to resume")
+                    self._save("interrupted: saved")
+                    self.log.say("rerun the same command to resume")
                 else:
-                    self._say("interrupted; rerun the same command to resume")
+                    self.log.say("interrupted; rerun the same command to resume")
                 raise
             finally:
-                self._close_logs()
+                self.log.close()
         return history
+
+    def _validate(self, intr, step: int) -> None:
+        intr.phase = "eval"
+        if self.dist.is_main:
+            whole = dataclasses.replace(self.policy, model=self.rollout_model)  # no collectives
+            self.log.eval(step, validate(whole, self.cfg, out_dir=self.out / "eval" / f"step-{step}",
+                                         step=step))
+        self.dist.barrier()
 
     def train_step(self) -> dict[str, Any]:
         """One step: rollout, rewards, reference scoring, update. Returns its metrics."""
-        cfg = self.cfg
+        cfg, dist = self.cfg, self.dist
         intr = getattr(self, "_intr", None)
         step = self.step + 1
         t_start = time.perf_counter()
-        indices = self.data.next(cfg.rollout.batch_size)
-        batch = [self.samples[i] for i in indices]
+        indices = self.data.next(cfg.rollout.batch_size)  # the same on every rank
+        keys = batch_keys(self.keys, indices)
+        mine = dist.shard(list(range(len(indices))))  # positions of this rank's questions
         epoch = self.data.epoch
 
-        # 1. rollouts
+        # 1. rollouts of this rank's questions
         self._phase(intr, "rollout")
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.optim.bf16):
-            groups = collect_rollouts(self.agent, batch, group_size=cfg.rollout.group_size, step=step,
-                                      keys=batch_keys(self.keys, indices))
+        with torch.autocast(device_type=self.policy.device.type, dtype=torch.bfloat16,
+                            enabled=self.policy.autocast):
+            groups = collect_rollouts(self.agent, [self.samples[indices[i]] for i in mine],
+                                      group_size=cfg.rollout.group_size, step=step,
+                                      keys=[keys[i] for i in mine])
         t_rollout = time.perf_counter()
 
-        # 2. rewards and advantages
+        # 2. rewards and advantages (a question's rollouts are all on this rank)
         rewards = [[episode_rewards(r.steps, r.sample.answers, cfg.reward) for r in g] for g in groups]
         advantages = [
             group_advantages(rg, alpha=cfg.loss.alpha, scale_by_std=cfg.loss.scale_by_std,
@@ -495,9 +310,15 @@ class Trainer:
                              singleton_raw=cfg.reward.singleton_raw_advantage)
             for rg in rewards
         ]
-        seqs = build_sequences(groups, rewards, advantages)
-        mini = self._mini_batches(seqs, len(groups))
-        n_updates = cfg.optim.epochs * len(mini)
+        seqs = build_sequences(groups, advantages)
+        for s in seqs:
+            s.question = mine[s.question]  # position in the whole step's batch
+        minis = self._mini_batches(seqs, len(indices))
+        n_updates = cfg.optim.epochs * len(minis)
+        if not self._budget_checked:
+            longest = int(dist.max(float(max((s.length for s in seqs), default=0))))
+            self._check_budget(longest)
+            self._budget_checked = True
 
         # 3. reference (and old) log-probs
         self._phase(intr, "reference")
@@ -506,29 +327,41 @@ class Trainer:
 
         # 4. update
         self._phase(intr, "update")
-        update = self._update(mini)
+        update = self._update(minis)
         t_end = time.perf_counter()
         self.step = step
         self._snapshot = self._capture()
 
-        gen_tokens = sum(s.completion_tokens for g in groups for r in g for s in r.steps)
-        train_tokens = sum(s.length for s in seqs)
+        flat = [(e, r) for g_r, g in zip(rewards, groups) for e, r in zip(g_r, g)]
+        gathered = dist.gather(([e for e, _ in flat], rollout_summary([r for _, r in flat])))
+        all_rewards = [e for rs, _ in gathered for e in rs]
+        all_rollouts = [r for _, summ in gathered for r in summ]
+        gen_tokens = sum(n for _, per_step in all_rollouts for _, n in per_step)
+        n_seq, n_tok, n_comp, adv_abs = dist.sum([
+            len(seqs), sum(s.length for s in seqs), sum(len(s.completion_ids) for s in seqs),
+            sum(abs(s.advantage) for s in seqs),
+        ])
         metrics = {
             "step": step,
             "epoch": epoch,
-            **reward_metrics(groups, rewards),
-            "advantage_abs_mean": _mean([abs(s.advantage) for s in seqs]),
-            "sequences": len(seqs),
-            "tokens": train_tokens,
-            "completion_tokens": sum(len(s.completion_ids) for s in seqs),
+            **reward_metrics(all_rewards, all_rollouts),
+            "advantage_abs_mean": adv_abs / n_seq if n_seq else None,
+            "sequences": int(n_seq),
+            "tokens": int(n_tok),
+            "completion_tokens": int(n_comp),
             **update,
+            "max_tokens_per_micro_batch": self.token_budget,
             "seconds_rollout": t_rollout - t_start,
             "seconds_reference": t_ref - t_rollout,
             "seconds_update": t_end - t_ref,
             "seconds_step": t_end - t_start,
             "gen_tokens_per_s": gen_tokens / max(t_rollout - t_start, 1e-9),
-            "train_tokens_per_s": train_tokens / max(t_end - t_rollout, 1e-9),
+            "train_tokens_per_s": n_tok / max(t_end - t_rollout, 1e-9),
+            "peak_rss_gb": dist.max(peak_rss_gb()),
+            "world_size": dist.world_size,
         }
+        if self.policy.device.type == "cuda":
+            metrics["peak_cuda_gb"] = dist.max(torch.cuda.max_memory_allocated(self.policy.device) / 2**30)
         return {k: metrics.get(k) for k in METRIC_KEYS} | {
             k: v for k, v in metrics.items() if k not in METRIC_KEYS
         }
@@ -538,70 +371,82 @@ class Trainer:
         if intr is not None:
             intr.phase = phase
 
-    def _mini_batches(self, seqs: list[TrainSequence], n_questions: int) -> list[list[TrainSequence]]:
-        """Sequences grouped into optimiser updates by question (all of a question's
-        rollouts go to the same update)."""
-        questions = sorted({s.question for s in seqs})
-        size = self.cfg.optim.mini_batch_size or max(n_questions, 1)
-        out = []
-        for qs in _chunks(questions, size):
-            chosen = set(qs)
-            out.append([s for s in seqs if s.question in chosen])
-        return out
-
     def _micro_batches(self, seqs: list[TrainSequence]) -> list[list[TrainSequence]]:
-        o = self.cfg.optim
-        ordered = sorted(seqs, key=lambda s: -s.length)  # similar lengths pad together
-        size = o.micro_batch_size or max(1, math.ceil(len(ordered) / o.grad_accum))
-        return [list(c) for c in _chunks(ordered, size)]
+        """`seqs` packed by the token budget; under FSDP padded with empty micro-batches to
+        the same count on every rank (sharded forward passes are collective)."""
+        micros = pack_micro_batches(seqs, self.token_budget) if seqs else []
+        if self.sharded:
+            n = int(self.dist.max(float(len(micros))))
+            pad = self.policy.pad_id
+            micros += [[TrainSequence(prompt_ids=(pad,), completion_ids=(pad,), advantage=0.0,
+                                      question=-1, old_logp=torch.zeros(1), ref_logp=torch.zeros(1))]
+                       for _ in range(n - len(micros))]
+        return micros
+
+    def _mini_batches(self, seqs: list[TrainSequence], n_questions: int) -> list[list[TrainSequence]]:
+        """Sequences grouped into optimizer updates by question position in the step's batch
+        (all of a question's rollouts go to the same update). Every rank gets the same
+        number of mini-batches, some possibly empty."""
+        size = self.cfg.optim.mini_batch_size or max(n_questions, 1)
+        n = max(1, math.ceil(n_questions / size))
+        out: list[list[TrainSequence]] = [[] for _ in range(n)]
+        for s in seqs:
+            out[s.question // size].append(s)
+        return out
 
     @torch.no_grad()
     def _score_fixed(self, seqs: list[TrainSequence], *, need_old: bool) -> None:
-        cfg = self.cfg
-        temp = cfg.rollout.temperature
+        """Reference (and old-policy) log-probs of every sequence, once per step."""
+        temp = self.cfg.rollout.temperature
+        p = self.policy
         for micro in self._micro_batches(seqs):
             lens = [len(s.completion_ids) for s in micro]
-            if self.ref is not None:
-                # The reference model's own dtype decides its precision: no autocast.
-                logp, _, _ = score_sequences(self.ref, micro, pad_id=self.pad_id, temperature=temp,
-                                             autocast=False)
+            if self.ref_scorer is not None:
+                # Same autocast as the policy: at step 1 the two agree exactly (KL 0).
+                logp, _, _ = completion_logprobs(self.ref_scorer, micro, pad_id=p.pad_id,
+                                                 temperature=temp, autocast=p.autocast)
                 for s, row, n in zip(micro, logp.float().cpu(), lens):
                     s.ref_logp = row[row.shape[0] - n:].clone()
             if need_old:
-                logp, _, _ = score_sequences(self.policy, micro, pad_id=self.pad_id, temperature=temp,
-                                             autocast=cfg.optim.bf16)
+                logp, _, _ = completion_logprobs(self.scorer, micro, pad_id=p.pad_id, temperature=temp,
+                                                 autocast=p.autocast)
                 for s, row, n in zip(micro, logp.float().cpu(), lens):
                     s.old_logp = row[row.shape[0] - n:].clone()
 
-    def _update(self, mini: list[list[TrainSequence]]) -> dict[str, Any]:
-        cfg, lo = self.cfg, self.cfg.loss
+    def _update(self, minis: list[list[TrainSequence]]) -> dict[str, Any]:
+        cfg, lo, dist, p = self.cfg, self.cfg.loss, self.dist, self.policy
         summed = ("loss", "pg_loss", "kl", "entropy")
+        keys = [k for k in ("loss", "pg_loss", "kl", "entropy", "clip_frac", "dual_clip_frac", "approx_kl")
+                if k != "kl" or p.ref is not None]  # the same keys on every rank
         per_update: list[dict[str, float]] = []
         grad_norms: list[float] = []
         lrs: list[float] = []
+        micro_batches = 0
         train_mode = cfg.model.gradient_checkpointing  # checkpointing only acts in train mode
-        params = [p for p in self.policy.parameters() if p.requires_grad]
+        params = [q for q in self.scorer.parameters() if q.requires_grad]
         for _ in range(cfg.optim.epochs):
-            for part in mini:
-                n_tok = sum(len(s.completion_ids) for s in part)
-                n_seq = len(part)
+            for part in minis:
+                n_tok, n_seq = dist.sum([sum(len(s.completion_ids) for s in part), len(part)])
+                if n_tok == 0:
+                    continue  # no rank has a sequence for this update
                 self.optimizer.zero_grad(set_to_none=True)
-                stats: dict[str, float] = {}
-                self.policy.train(train_mode)
+                stats = dict.fromkeys(keys, 0.0)
+                self.scorer.train(train_mode)
                 try:
                     for micro in self._micro_batches(part):
-                        logp, mask, ent = score_sequences(
-                            self.policy, micro, pad_id=self.pad_id, temperature=cfg.rollout.temperature,
-                            autocast=cfg.optim.bf16, with_entropy=True, entropy_grad=lo.entropy_coef != 0,
+                        dummy = micro[0].question < 0
+                        micro_batches += not dummy
+                        logp, mask, ent = completion_logprobs(
+                            self.scorer, micro, pad_id=p.pad_id, temperature=cfg.rollout.temperature,
+                            autocast=p.autocast, with_entropy=True, entropy_grad=lo.entropy_coef != 0,
                         )
-                        width = logp.shape[1]
-                        dev = logp.device
+                        width, dev = logp.shape[1], logp.device
                         if micro[0].old_logp is not None:
-                            old = _right_align([s.old_logp for s in micro], width).to(dev)
+                            old = right_align([s.old_logp for s in micro], width).to(dev)
                         else:
                             old = logp.detach()
-                        ref = (_right_align([s.ref_logp for s in micro], width).to(dev)
-                               if self.ref is not None else None)
+                        ref = (right_align([s.ref_logp for s in micro], width).to(dev)
+                               if p.ref is not None else None)
                         adv = torch.tensor([s.advantage for s in micro], dtype=torch.float32,
                                            device=dev)[:, None] * mask
                         loss, st = total_loss(
@@ -609,166 +454,37 @@ class Trainer:
                             entropy_coef=lo.entropy_coef, clip_low=lo.clip_low, clip_high=lo.clip_high,
                             dual_clip_c=lo.dual_clip_c, agg=lo.agg, num_tokens=n_tok, num_seqs=n_seq,
                         )
-                        loss.backward()
-                        share = float(mask.sum()) / max(n_tok, 1)
-                        for k, v in st.items():
-                            if k == "ratio_max":
-                                stats[k] = max(stats.get(k, v), v)
-                            else:
-                                stats[k] = stats.get(k, 0.0) + (v if k in summed else v * share)
+                        if dummy:  # an empty pass that keeps sharded ranks in step
+                            (loss * 0.0).backward()
+                            continue
+                        # FSDP averages gradients over the ranks; the loss wants their sum
+                        (loss * dist.world_size if self.sharded else loss).backward()
+                        share = float(mask.sum()) / n_tok
+                        for k in keys:
+                            if k in st:
+                                stats[k] += st[k] if k in summed else st[k] * share
                 finally:
-                    self.policy.eval()
+                    self.scorer.eval()
+                if not self.sharded:  # FSDP already summed them in backward
+                    dist.sum_gradients(params)
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                grad_norms.append(float(norm))
+                grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
                 lrs.append(self.optimizer.param_groups[0]["lr"])
                 self.optimizer.step()
                 self.scheduler.step()
-                per_update.append(stats)
+                per_update.append(dict(zip(keys, dist.sum([stats[k] for k in keys]))))
         self.optimizer.zero_grad(set_to_none=True)
-        keys = ("loss", "pg_loss", "kl", "entropy", "clip_frac", "dual_clip_frac", "approx_kl")
-        out: dict[str, Any] = {k: _mean([u[k] for u in per_update if k in u]) for k in keys}
-        out["grad_norm"] = _mean(grad_norms)
+        if self.sharded and per_update:  # refresh the whole copy the next rollouts use
+            whole = full_state_dict(self.scorer)
+            self.rollout_model.load_state_dict({k.removeprefix("lm."): v for k, v in whole.items()})
+        out: dict[str, Any] = {k: mean([u[k] for u in per_update if k in u])
+                               for k in ("loss", "pg_loss", "kl", "entropy", "clip_frac",
+                                         "dual_clip_frac", "approx_kl")}
+        out["grad_norm"] = mean(grad_norms)
         out["lr"] = lrs[-1] if lrs else self.optimizer.param_groups[0]["lr"]
         out["updates"] = len(per_update)
+        out["micro_batches"] = int(dist.sum([micro_batches])[0])
         return out
-
-    # -- validation ----------------------------------------------------------------------
-
-    def evaluate(self, step: int) -> dict[str, Any]:
-        """Sub-EM (and EM, F1) on the dev file through the evaluation runner, with the
-        current policy; results in OUT/eval/step-{step}. Scored strictly, or as the
-        official scorer does under `compat: official`."""
-        from ..eval import default_scoring, read_lines, run_eval, score_line, write_report
-        from ..metrics import aggregate
-
-        cfg, e = self.cfg, self.cfg.eval
-        out_dir = self.out / "eval" / f"step-{step}"
-        t0 = time.perf_counter()
-
-        def make_agent(method: str):
-            return policy_agent(self.policy, self.tokenizer, cfg.rollout, seed=cfg.seed,
-                                compat=cfg.agent_compat,
-                                temperature=e.temperature, top_p=e.top_p,
-                                max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
-
-        run_config = {
-            "model": f"{self.model_name}@step-{step}", "method": cfg.rollout.method,
-            "chunk_size": cfg.rollout.chunk_size,
-            "max_new_tokens": e.max_new_tokens or cfg.rollout.max_new_tokens,
-            "temperature": e.temperature, "top_p": e.top_p, "seed": cfg.seed,
-            "retriever": cfg.rollout.retriever, "top_k": cfg.rollout.top_k,
-            "answer_format": cfg.rollout.answer_format, "compat": cfg.compat,
-            "compat_switches": cfg.agent_compat.active(),
-        }
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.optim.bf16):
-            run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
-                     methods=[cfg.rollout.method], out_dir=out_dir, config=run_config,
-                     limit=e.max_items, concurrency=e.batch_size)
-        lines = read_lines(out_dir)
-        write_report(out_dir)
-        mode = default_scoring(run_config)
-        agg = aggregate([score_line(x, mode, cfg.rollout.answer_format) for x in lines])
-
-        def frac(key: str) -> float | None:
-            return None if agg[key] is None else agg[key] / 100.0
-
-        return {
-            "step": step,
-            "eval_sub_em": frac("accuracy"),
-            "eval_em": frac("em"),
-            "eval_f1": frac("f1"),
-            "eval_items": agg["n"],
-            "eval_seconds": time.perf_counter() - t0,
-        }
-
-    # -- logging -------------------------------------------------------------------------
-
-    def _open_logs(self) -> None:
-        path = self.out / "metrics.jsonl"
-        if path.exists():  # drop lines of steps after the checkpoint we resumed from
-            keep = []
-            for raw in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(raw).get("step", 0) <= self.step:
-                        keep.append(raw)
-                except ValueError:
-                    continue
-            path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-        self._metrics_fh = path.open("a", encoding="utf-8")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional: metrics.jsonl has everything
-            log.warning("tensorboard is not installed; writing metrics.jsonl only")
-            self._writer = None
-        else:
-            self._writer = SummaryWriter(log_dir=str(self.out / "tb"), purge_step=self.step + 1)
-
-    def _close_logs(self) -> None:
-        if self._metrics_fh is not None:
-            self._metrics_fh.close()
-            self._metrics_fh = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def _write(self, line: dict[str, Any]) -> None:
-        if self._metrics_fh is not None:
-            self._metrics_fh.write(json.dumps(line) + "\n")
-            self._metrics_fh.flush()
-
-    def _log(self, m: dict[str, Any]) -> None:
-        self._write({"type": "train", **m})
-        if self._writer is not None:
-            for k, v in m.items():
-                if k not in ("step",) and isinstance(v, (int, float)) and v is not None:
-                    self._writer.add_scalar(f"train/{k}", v, m["step"])
-            self._writer.flush()
-        if m["step"] % self.cfg.log_every == 0 or m["step"] == self.cfg.steps:
-            self._say(
-                f"step {m['step']}/{self.cfg.steps}  outcome {_fmt(m['outcome_reward'])}  "
-                f"state {_fmt(m['state_reward'])}  format {_fmt(m['format_reward'])}  "
-                f"recall {_fmt(m['recall_rate'])}  kl {_fmt(m['kl'])}  loss {_fmt(m['loss'])}  "
-                f"{m['seconds_step']:.1f}s (rollout {m['seconds_rollout']:.1f}, reference "
-                f"{m['seconds_reference']:.1f}, update {m['seconds_update']:.1f})"
-            )
-
-    def _log_eval(self, step: int, m: dict[str, Any]) -> None:
-        self._write({"type": "eval", **m})
-        if self._writer is not None:
-            for k, v in m.items():
-                if k != "step" and isinstance(v, (int, float)) and v is not None:
-                    self._writer.add_scalar(f"eval/{k.removeprefix('eval_')}", v, step)
-            self._writer.flush()
-        self._say(f"eval step {step}: sub-EM {_fmt(m['eval_sub_em'])} on {m['eval_items']} items "
-                  f"({m['eval_seconds']:.1f}s)")
-
-
-def reward_metrics(groups: Sequence[Sequence[Rollout]], rewards: Sequence[Sequence[EpisodeRewards]]) -> dict[str, Any]:
-    """Batch means of the reward parts and behaviour rates."""
-    eps = [e for g in rewards for e in g]
-    rolls = [r for g in groups for r in g]
-    steps = [s for r in rolls for s in r.steps]
-    return {
-        "outcome_reward": _mean([e.outcome for e in eps]),
-        "state_reward": _mean([x for e in eps for x in e.state]),
-        "memory_gain": _mean([x for e in eps for x, k in zip(e.memory_gain, e.kinds) if k != FINAL_STEP]),
-        "callback_bonus": _mean([x for e in eps for x, k in zip(e.callback, e.kinds) if k != FINAL_STEP]),
-        "format_reward": _mean([x for e in eps for x in e.format]),
-        "format_rate": _mean([float(bool(e.format) and all(f == 1.0 for f in e.format)) for e in eps]),
-        "answer_rate": _mean([float(e.answer is not None) for e in eps]),
-        "recall_rate": _mean([e.recall_rate for e in eps]),
-        "truncated_rate": _mean([float(s.truncated) for s in steps]),
-        "response_length": _mean([float(s.completion_tokens) for s in steps]),
-        "steps_per_rollout": _mean([float(len(r.steps)) for r in rolls]),
-    }
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    return float(sum(xs) / len(xs)) if xs else None
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
 
 
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -783,5 +499,5 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-__all__ = ["DataStream", "METRIC_KEYS", "TrainSequence", "Trainer", "batch_keys", "build_sequences",
-           "load_training_samples", "question_key", "reward_metrics", "score_sequences"]
+# Kept importable from here (the trainer's data helpers moved to rl.data).
+__all__ = ["DataStream", "Trainer", "peak_rss_gb"]

@@ -1,0 +1,237 @@
+"""Peak memory and seconds per RL step as episodes get longer and groups larger.
+
+    python bench/train_memory.py                        # the 3 x 3 grid, built-in model, CPU
+    python bench/train_memory.py --baseline f2d0558     # also the trainer of that commit, same work
+    python bench/train_memory.py --issue-command        # + the 4.5K-token command of issue 11
+    python bench/train_memory.py --report               # reprint the saved table
+
+Each cell is one training step (B = 1 question, G rollouts, a document of (S - 1) chunks of
+`--chunk-size` tokens, so S agent steps per episode = S training sequences per rollout) run
+in a fresh process; its peak resident memory comes from `getrusage` of that process (the
+model, rollouts, reference scoring and the update all included). With `--baseline REF`
+the same cells also run the trainer of git commit REF (checked out into a temporary
+worktree), watched by this script and killed above `--cap-gb`, so it cannot take the
+machine down. A third table compares bfloat16 autocast with float32 on one micro-batch:
+seconds for forward + backward, and how far loss and gradient move.
+
+Writes bench/results/train_memory.json. Target (issue 11): peak at 32 steps x G = 8 within
+1.5x of 2 steps x G = 2; the issue-11 command completes 2 steps under 6 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "train_memory.json"
+FILLER = ("The harbour office logged every ship that entered the bay, its cargo, its captain "
+          "and the weather on the day it arrived. ")
+
+
+def make_parquet(path: Path, doc_tokens: int, n: int = 2) -> Path:
+    """Schema-A training file whose documents have `doc_tokens` tokens of the built-in
+    model's tokenizer (filler with one fact in the middle)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rememr1.backends.builtin import builtin_gguf_path
+    from rememr1.backends.llamacpp import load_vocab
+    from rememr1.backends.tokenization import LlamaTokenizer
+
+    tok = LlamaTokenizer(load_vocab(builtin_gguf_path()))
+    unit = len(tok.encode(FILLER))
+    rows = []
+    for i in range(n):
+        half = FILLER * max(1, doc_tokens // (2 * unit))
+        fact = f"The lens for lighthouse {i} was built by Orrin Yard. "
+        ids = tok.encode(half + fact + half)[:doc_tokens]
+        rows.append({
+            "prompt": [{"role": "user", "content": f"Who built the lens for lighthouse {i}?"}],
+            "context": tok.decode(ids),
+            "reward_model": {"ground_truth": ["Orrin Yard"], "style": "rule"},
+            "data_source": "bench",
+            "extra_info": {"index": i, "question": f"Who built the lens for lighthouse {i}?", "num_docs": 1},
+        })
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def run_cell(src: Path, data: Path, out: Path, *, steps_per_episode: int, group: int, args,
+             train_steps: int = 1, chunk: int | None = None, new_tokens: int | None = None) -> dict:
+    """One `rememr1 train` process (code from `src`); peak RSS polled and capped."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "rememr1", "train", "--data", str(data), "--out", str(out),
+           "--steps", str(train_steps), "--group-size", str(group), "--batch-size", "1",
+           "--chunk-size", str(chunk or args.chunk_size),
+           "--max-new-tokens", str(new_tokens or args.max_new_tokens), "--save-every", "0",
+           "--set", "rollout.temperature=0.7", "--set", "rollout.fallback=reply",
+           "--set", "model.device=cpu", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    t0 = time.perf_counter()
+    proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak, killed = 0, False
+    while proc.poll() is None:
+        try:
+            rss = proc.memory_info().rss
+        except psutil.Error:
+            break
+        peak = max(peak, rss)
+        if rss > args.cap_gb * 2**30:
+            proc.kill()
+            killed = True
+            break
+        time.sleep(0.2)
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.wait()
+    seconds = time.perf_counter() - t0
+    row = {"steps_per_episode": steps_per_episode, "group_size": group, "peak_gb": peak / 2**30,
+           "killed": killed, "returncode": proc.returncode, "wall_s": seconds}
+    metrics = out / "metrics.jsonl"
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+    lines = [x for x in lines if x.get("type") == "train"]
+    if lines:
+        row["seconds_step"] = sum(x["seconds_step"] for x in lines) / len(lines)
+        row["sequences"] = lines[-1]["sequences"]
+        row["tokens"] = lines[-1]["tokens"]
+        row["peak_rss_gb_reported"] = lines[-1].get("peak_rss_gb")
+        row["micro_batches"] = lines[-1].get("micro_batches")
+        row["budget"] = lines[-1].get("max_tokens_per_micro_batch")
+    if proc.returncode not in (0, None) and not killed:
+        row["error"] = (stderr.strip().splitlines() or ["?"])[-1][:200]
+    return row
+
+
+def precision_check(args) -> dict:
+    """bf16 autocast vs float32 on one micro-batch of the built-in model: time of forward +
+    backward, and the change in loss and gradient."""
+    import torch
+
+    from rememr1.backends.hf import load_pretrained
+    from rememr1.rl.sequences import TrainSequence, completion_logprobs
+
+    model, _, _ = load_pretrained(None, torch.float32)
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    seqs = [TrainSequence(prompt_ids=tuple(torch.randint(0, 49000, (args.chunk_size + 300,), generator=g).tolist()),
+                          completion_ids=tuple(torch.randint(0, 49000, (args.max_new_tokens,), generator=g).tolist()),
+                          advantage=1.0, question=0) for _ in range(8)]
+    out = {}
+    grads = {}
+    for name, autocast in (("float32", False), ("bfloat16", True)):
+        times = []
+        for _ in range(2):
+            model.zero_grad()
+            t0 = time.perf_counter()
+            logp, mask, _ = completion_logprobs(model, seqs, pad_id=2, autocast=autocast)
+            loss = -(logp * mask).sum() / mask.sum()
+            loss.backward()
+            times.append(time.perf_counter() - t0)
+        grads[name] = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        out[name] = {"seconds": min(times), "loss": float(loss.detach())}
+    a, b = grads["float32"], grads["bfloat16"]
+    out["grad_cosine"] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    out["grad_rel_diff"] = float((a - b).norm() / a.norm())
+    out["tokens"] = sum(s.length for s in seqs)
+    return out
+
+
+def worktree(ref: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="rememr1-baseline-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+                   check=True, capture_output=True)
+    return path
+
+
+def show(results: dict) -> None:
+    console = Console()
+    for label, rows in results.get("grid", {}).items():
+        table = Table(title=f"one RL step, built-in model, CPU: {label}")
+        for col in ("steps/episode", "G", "sequences", "tokens", "peak RSS GB", "s/step", "micro-batches"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            peak = f"> {r['peak_gb']:.1f} (killed)" if r.get("killed") else f"{r['peak_gb']:.2f}"
+            if r.get("error"):
+                peak += f" ({r['error'][:40]})"
+            table.add_row(str(r["steps_per_episode"]), str(r["group_size"]), str(r.get("sequences", "")),
+                          str(r.get("tokens", "")), peak,
+                          f"{r['seconds_step']:.0f}" if "seconds_step" in r else "-",
+                          str(r.get("micro_batches", "")))
+        console.print(table)
+        done = {(r["steps_per_episode"], r["group_size"]): r for r in rows}
+        lo, hi = done.get((2, 2)), done.get((32, 8))
+        if lo and hi and not hi.get("killed"):
+            console.print(f"{label}: peak at 32 steps x G=8 / 2 steps x G=2 = "
+                          f"{hi['peak_gb'] / lo['peak_gb']:.2f} (target <= 1.5)")
+    if "issue_command" in results:
+        r = results["issue_command"]
+        console.print(f"issue-11 command (4.5K-token document, chunk 256, 48 new tokens, G=2, 2 steps): "
+                      f"peak {r['peak_gb']:.2f} GB, {r.get('seconds_step', float('nan')):.0f} s/step, "
+                      f"return code {r['returncode']} (target: completes under 6 GB)")
+    if "precision" in results:
+        p = results["precision"]
+        console.print(
+            f"fwd+bwd on {p['tokens']} tokens: float32 {p['float32']['seconds']:.2f} s, bfloat16 autocast "
+            f"{p['bfloat16']['seconds']:.2f} s ({p['float32']['seconds'] / p['bfloat16']['seconds']:.2f}x); "
+            f"loss {p['float32']['loss']:.4f} vs {p['bfloat16']['loss']:.4f}; gradient cosine "
+            f"{p['grad_cosine']:.4f}, relative difference {p['grad_rel_diff']:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", default="2,8,32", help="agent steps per episode")
+    ap.add_argument("--groups", default="2,4,8", help="rollouts per question")
+    ap.add_argument("--chunk-size", type=int, default=128)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--baseline", default=None, help="git ref of a trainer to compare with")
+    ap.add_argument("--cap-gb", type=float, default=18.0, help="kill a run above this RSS")
+    ap.add_argument("--issue-command", action="store_true")
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args()
+    if args.report:
+        show(json.loads(RESULTS.read_text()))
+        return
+    results: dict = {"args": vars(args), "grid": {}}
+    sources = {"this trainer": ROOT / "src"}
+    tree = None
+    if args.baseline:
+        tree = worktree(args.baseline)
+        sources[f"trainer of {args.baseline}"] = tree / "src"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for label, src in sources.items():
+            rows = []
+            for s in [int(x) for x in args.steps.split(",")]:
+                data = make_parquet(tmp / f"doc{s}.parquet", (s - 1) * args.chunk_size)
+                for g in [int(x) for x in args.groups.split(",")]:
+                    out = tmp / f"{label.replace(' ', '_')}-{s}-{g}"
+                    row = run_cell(src, data, out, steps_per_episode=s, group=g, args=args)
+                    rows.append(row)
+                    print(json.dumps({"trainer": label, **row}), flush=True)
+            results["grid"][label] = rows
+        if args.issue_command:
+            data = make_parquet(tmp / "issue.parquet", 4500)
+            results["issue_command"] = run_cell(ROOT / "src", data, tmp / "issue", steps_per_episode=19,
+                                                group=2, args=args, train_steps=2, chunk=256, new_tokens=48)
+            print(json.dumps(results["issue_command"]), flush=True)
+    results["precision"] = precision_check(args)
+    if tree is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    show(results)
+
+
+if __name__ == "__main__":
+    main()

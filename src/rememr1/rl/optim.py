@@ -1,0 +1,62 @@
+"""The optimizer side of training: AdamW on float32 master weights, linear warm-up then a
+constant learning rate, gradient clipping, and how an update is cut into passes.
+
+    opt, sched = make_optimizer(model.parameters(), OptimConfig(lr=1e-6))
+
+`mini_batch_size` questions (with all their rollouts' steps) make one optimizer update;
+each update's sequences are packed into micro-batches of at most
+`max_tokens_per_micro_batch` padded tokens (None: what fits in half the free memory, at
+most 2K tokens on CPU and 16K on a GPU, `rl.budget`), whose gradients are accumulated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import require
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW, schedule, clipping and batching of the updates (see the module docstring)."""
+
+    lr: float = 1e-6
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    mini_batch_size: int | None = None
+    max_tokens_per_micro_batch: int | None = None
+    epochs: int = 1
+    bf16: bool | None = None  # autocast forward passes to bfloat16 (None: where fast, rl.policy)
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.grad_clip > 0, "grad_clip", "must be > 0")
+        require(self.epochs >= 1, "epochs", "must be at least 1")
+        require(self.mini_batch_size is None or self.mini_batch_size >= 1, "mini_batch_size",
+                "must be at least 1")
+        require(self.max_tokens_per_micro_batch is None or self.max_tokens_per_micro_batch >= 16,
+                "max_tokens_per_micro_batch", "must be at least 16 (or null: chosen for the machine)")
+
+
+def make_optimizer(params, cfg: OptimConfig):
+    """(AdamW, LambdaLR) for the trainable `params`."""
+    opt = torch.optim.AdamW(
+        [p for p in params if p.requires_grad], lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
+    )
+    warm = cfg.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda u: min(1.0, (u + 1) / warm) if warm > 0 else 1.0
+    )
+    return opt, sched
+
+
+__all__ = ["OptimConfig", "make_optimizer"]

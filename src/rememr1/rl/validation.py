@@ -1,0 +1,89 @@
+"""Periodic validation of the policy on the dev file, through the evaluation runner.
+
+    metrics = validate(policy, cfg, out_dir=run / "eval" / "step-20", step=20)
+    metrics["eval_sub_em"]          # strict sub-EM, or the official scorer's under compat: official
+
+Results land in `OUT/eval/step-N` as any `rememr1 eval` run (JSONL per item, report.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import require
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """Validation on `data.dev` (sub-EM). Sampling defaults are the paper's evaluation
+    settings; max_new_tokens None = the rollout's."""
+
+    max_items: int | None = 64
+    temperature: float = 0.7
+    top_p: float = 0.95
+    batch_size: int = 64
+    max_new_tokens: int | None = None
+    at_start: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.max_items is None or self.max_items >= 1, "max_items", "must be at least 1")
+        require(self.temperature >= 0, "temperature", "must be >= 0 (0 = greedy)")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens",
+                "must be at least 1")
+
+
+def validate(policy, cfg, *, out_dir: Path, step: int) -> dict[str, Any]:
+    """Sub-EM (and EM, F1) of the current `policy` (`rl.policy.Policy`) on `cfg.data.dev`
+    (`cfg` a TrainConfig)."""
+    from ..eval import default_scoring, read_lines, run_eval, score_line, write_report
+    from ..metrics import aggregate
+    from .data import expand_files
+    from .rollout import policy_agent
+
+    e = cfg.eval
+    t0 = time.perf_counter()
+
+    def make_agent(method: str):
+        return policy_agent(policy.model, policy.tokenizer, cfg.rollout, seed=cfg.seed,
+                            compat=cfg.agent_compat, temperature=e.temperature, top_p=e.top_p,
+                            max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+
+    run_config = {
+        "model": f"{policy.name}@step-{step}", "method": cfg.rollout.method,
+        "chunk_size": cfg.rollout.chunk_size,
+        "max_new_tokens": e.max_new_tokens or cfg.rollout.max_new_tokens,
+        "temperature": e.temperature, "top_p": e.top_p, "seed": cfg.seed,
+        "retriever": cfg.rollout.retriever, "top_k": cfg.rollout.top_k,
+        "answer_format": cfg.rollout.answer_format, "compat": cfg.compat,
+        "compat_switches": cfg.agent_compat.active(),
+    }
+    with torch.autocast(device_type=policy.device.type, dtype=torch.bfloat16, enabled=policy.autocast):
+        run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
+                 methods=[cfg.rollout.method], out_dir=out_dir, config=run_config,
+                 limit=e.max_items, concurrency=e.batch_size)
+    lines = read_lines(out_dir)
+    write_report(out_dir)
+    mode = default_scoring(run_config)
+    agg = aggregate([score_line(x, mode, cfg.rollout.answer_format) for x in lines])
+
+    def frac(key: str) -> float | None:
+        return None if agg[key] is None else agg[key] / 100.0
+
+    return {
+        "step": step,
+        "eval_sub_em": frac("accuracy"),
+        "eval_em": frac("em"),
+        "eval_f1": frac("f1"),
+        "eval_items": agg["n"],
+        "eval_seconds": time.perf_counter() - t0,
+    }
+
+
+__all__ = ["EvalConfig", "validate"]
