@@ -47,7 +47,7 @@ def run_items(backend, samples, *, method: str, concurrency: int, chunk_size: in
                   sampling=SamplingParams(max_new_tokens=max_new, temperature=0.7, seed=0))
     eps = (agent.episode(iter_context_text(s.context), s.question, index=i) for i, s in enumerate(samples))
     t = time.perf_counter()
-    done = list(agent.run_iter(eps, max_batch=concurrency))
+    done = list(agent.run_iter(eps, concurrency=concurrency))
     wall = time.perf_counter() - t
     results = [e.result() for e in done]
     doc_tokens = sum(r.document_tokens for r in results)

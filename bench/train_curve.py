@@ -56,9 +56,9 @@ def run(alpha: float, args, data: list[str], out: Path) -> list[dict]:
         "out": str(out), "steps": args.steps, "save_every": 0, "seed": args.seed,
         "model.device": "cpu", "model.dtype": "float32", "data.train": data,
         "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
-        "rollout.chunk_size": args.chunk_size, "rollout.max_new_tokens": args.max_new_tokens,
+        "agent.chunk_size": args.chunk_size, "rollout.max_new_tokens": args.max_new_tokens,
         "rollout.generation_batch_size": args.group_size * args.batch_size,
-        "rollout.temperature": args.temperature, "rollout.top_p": 1.0, "rollout.fallback": args.fallback,
+        "rollout.temperature": args.temperature, "rollout.top_p": 1.0, "agent.fallback": args.fallback,
         "loss.alpha": alpha, "optim.lr": args.lr, "optim.warmup_steps": 0,
     })
     return Trainer(cfg, quiet=args.quiet).train()

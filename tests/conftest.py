@@ -24,10 +24,14 @@ class CharTokenizer:
 
 
 class ScriptedBackend(Backend):
-    """Replies come from `script(prompt_text, call_index) -> str`; every request is kept."""
+    """Replies come from `script(prompt_text, call_index) -> str`; every request is kept.
+    Like the in-process hf backend it batches dynamically: `batches` records the size of
+    every `generate` call (requests waiting together go into one)."""
 
     name = "scripted"
     model_name = "scripted"
+    batching = True
+    max_batch_size = 10_000
 
     def __init__(self, script: Callable[[str, int], str], *, context_window: int = 100_000):
         self.script = script

@@ -29,21 +29,21 @@ from rememr1.rewards import EpisodeRewards
 
 # (SPEC §9 line, switch, test that checks it)
 TABLE = [
-    ("Memory text: the whole reply minus <recall> spans, always", "agent_compat.whole_reply_memory",
+    ("Memory text: the whole reply minus <recall> spans, always", "agent.compat.whole_reply_memory",
      "test_whole_reply_memory"),
     ("The model's own tags inside that memory are not defused (document text still is)",
-     "agent_compat.verbatim_memory", "test_verbatim_memory"),
-    ("History: a de-duplicated set of memories", "agent_compat.memory_set", "test_memory_set"),
+     "agent.compat.verbatim_memory", "test_verbatim_memory"),
+    ("History: a de-duplicated set of memories", "agent.compat.memory_set", "test_memory_set"),
     ("Evaluation adds the new memory first, so the current memory is a candidate",
-     "agent_compat.recall_current", "test_recall_current"),
+     "agent.compat.recall_current", "test_recall_current"),
     ("Retrieval: TF-IDF tokenised with the policy model's tokenizer",
-     "agent_compat.tfidf_model_tokens", "test_tfidf_model_tokens"),
+     "agent.compat.tfidf_model_tokens", "test_tfidf_model_tokens"),
     ("... and a top-1 is returned even when every similarity is zero",
-     "agent_compat.recall_at_zero", "test_recall_at_zero"),
+     "agent.compat.recall_at_zero", "test_recall_at_zero"),
     ("Recall query: first match of a greedy single-line <recall>(.+)</recall>",
-     "agent_compat.official_recall", "test_official_recall"),
+     "agent.compat.official_recall", "test_official_recall"),
     ("Placeholder-copying recall is no query by default; official mode retrieves it",
-     "agent_compat.official_recall", "test_placeholder_recall"),
+     "agent.compat.official_recall", "test_placeholder_recall"),
     ("Scoring: dropped only when the generation failed; whitespace-only scores 0; first gold; "
      "</think>; \\boxed X$; unclosed box gives nothing", "eval --scoring official",
      "test_official_scoring_fixtures"),
@@ -69,7 +69,7 @@ TABLE = [
 def test_table_covers_every_switch():
     named = {switch for _, switch, _ in TABLE}
     for name in AgentCompat.names():
-        assert f"agent_compat.{name}" in named, name
+        assert f"agent.compat.{name}" in named, name
     for f in dataclasses.fields(RewardConfig):
         if f.type in (bool, "bool"):
             assert f"reward.{f.name}" in named, f.name
@@ -461,12 +461,12 @@ def test_train_config_preset():
 
     cfg = build_config({"compat": "official", "reward.average_aliases": False})
     assert cfg.reward == RewardConfig.official(average_aliases=False)
-    assert cfg.agent_compat == AgentCompat.official(training=True)
-    assert build_config({}).reward == RewardConfig() and not build_config({}).agent_compat.active()
+    assert cfg.agent.compat == AgentCompat.official(training=True)
+    assert build_config({}).reward == RewardConfig() and not build_config({}).agent.compat.active()
     with pytest.raises(InputError, match="compat"):
         build_config({"compat": "bogus"})
     with pytest.raises(InputError, match="tfidf"):
-        build_config({"compat": "official", "rollout.retriever": "bm25"})
+        build_config({"compat": "official", "agent.retriever": "bm25"})
 
 
 def test_official_preset_episode(scripted):

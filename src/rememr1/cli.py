@@ -144,42 +144,17 @@ RecallAtZeroOpt = _switch("recall-at-zero", "return the top-1 even when nothing 
 OfficialRecallOpt = _switch("official-recall", "query = first greedy single-line <recall>(.+)</recall>, placeholders too")
 
 
-def compat_options(compat: str, *, training: bool, whole_reply_memory, verbatim_memory, memory_set,
-                   recall_current, tfidf_model_tokens, recall_at_zero, official_recall):
-    """The agent's compatibility switches from the preset and the explicit switches."""
+def agent_config(method: str, *, compat: str, switches: dict, chunk_size, max_context_tokens,
+                 retriever, top_k, fallback, templates, answer_format):
+    """The AgentConfig of command-line options (shared by ask and eval); `switches` are
+    the explicit compatibility switches (None = as the preset says)."""
+    from .agent import AgentConfig
     from .compat import agent_compat
 
-    return agent_compat(
-        compat, training=training, whole_reply_memory=whole_reply_memory,
-        verbatim_memory=verbatim_memory, memory_set=memory_set, recall_current=recall_current,
-        tfidf_model_tokens=tfidf_model_tokens, recall_at_zero=recall_at_zero,
-        official_recall=official_recall,
-    )
-
-
-AGENT_OPTIONS = ("chunk_size", "max_new_tokens", "max_context_tokens", "retriever", "top_k",
-                 "temperature", "top_p", "seed", "fallback", "templates", "answer_format")
-COMPAT_SWITCHES = ("whole_reply_memory", "verbatim_memory", "memory_set", "recall_current",
-                   "tfidf_model_tokens", "recall_at_zero", "official_recall")
-
-
-def build_agent(be, method: str, *, compat, chunk_size, max_new_tokens, max_context_tokens,
-                retriever, top_k, temperature, top_p, seed, fallback, templates, answer_format):
-    """The agent for one method from command-line options (shared by ask and eval)."""
-    from .agent import Agent
-
-    return Agent(
-        be,
-        method=method,
-        chunk_size=chunk_size,
-        retriever=retriever,
-        top_k=top_k,
-        max_context_tokens=max_context_tokens,
-        fallback=fallback,
-        templates=templates,
-        answer_format=answer_format,
-        compat=compat,
-        sampling=make_sampling(method, max_new_tokens, temperature, top_p, seed),
+    return AgentConfig(
+        method=method, chunk_size=chunk_size, max_context_tokens=max_context_tokens,
+        retriever=retriever, top_k=top_k, fallback=fallback, templates=templates,
+        answer_format=answer_format, compat=agent_compat(compat, training=False, **switches),
     )
 
 
@@ -224,16 +199,24 @@ def ask(
     """Answer QUESTION about DOCUMENT; the answer goes to stdout."""
     from .progress import StepProgress
 
-    agent_opts = {k: v for k, v in locals().items() if k in AGENT_OPTIONS}
-    switches = compat_options(compat, training=False, **{k: v for k, v in locals().items()
-                                                         if k in COMPAT_SWITCHES})
+    from .agent import Agent
 
+    cfg = agent_config(
+        method, compat=compat, chunk_size=chunk_size, max_context_tokens=max_context_tokens,
+        retriever=retriever, top_k=top_k, fallback=fallback, templates=templates,
+        answer_format=answer_format,
+        switches=dict(whole_reply_memory=whole_reply_memory, verbatim_memory=verbatim_memory,
+                      memory_set=memory_set, recall_current=recall_current,
+                      tfidf_model_tokens=tfidf_model_tokens, recall_at_zero=recall_at_zero,
+                      official_recall=official_recall),
+    )
+    sampling = make_sampling(method, max_new_tokens, temperature, top_p, seed)
     text = read_document(document, encoding)
     if not question.strip():
         raise InputError("the question is empty")
     be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
     with be:
-        agent = build_agent(be, method, compat=switches, **agent_opts)
+        agent = Agent(be, config=cfg, sampling=sampling)
         episode = agent.episode(text, question)
         trace_file = _open_trace(trace)
         try:
@@ -313,10 +296,12 @@ def eval_cmd(
     """Evaluate methods on data files; one JSON line per item, a table and a plot at the end."""
     import glob
 
+    import dataclasses
+
     from .agent import Agent, get_method
     from .backends import DEFAULT_CONCURRENCY
     from .compat import check_preset
-    from .eval import default_scoring, run_eval, write_report
+    from .eval import agent_record, default_scoring, run_eval, write_report
     from .metrics import SCORING_MODES
     from .progress import StepProgress
 
@@ -331,12 +316,19 @@ def eval_cmd(
     if out is None:
         raise InputError("--out is required (the run directory for results)")
     compat = check_preset(compat)
-    switches = compat_options(compat, training=False, **{k: v for k, v in locals().items()
-                                                         if k in COMPAT_SWITCHES})
     scoring = scoring or default_scoring({"compat": compat})
     methods = [m.strip() for m in method.split(",") if m.strip()]
     for m in methods:
         get_method(m)
+    base = agent_config(
+        methods[0] if methods else "rememr1", compat=compat, chunk_size=chunk_size,
+        max_context_tokens=max_context_tokens, retriever=retriever, top_k=top_k,
+        fallback=fallback, templates=templates, answer_format=answer_format,
+        switches=dict(whole_reply_memory=whole_reply_memory, verbatim_memory=verbatim_memory,
+                      memory_set=memory_set, recall_current=recall_current,
+                      tfidf_model_tokens=tfidf_model_tokens, recall_at_zero=recall_at_zero,
+                      official_recall=official_recall),
+    )
     files: list[str] = []
     for pattern in inputs:
         matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
@@ -347,12 +339,13 @@ def eval_cmd(
                 raise InputError(f"no such file: {f}")
             files.append(f)
     be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
-    agent_opts = {k: v for k, v in locals().items() if k in AGENT_OPTIONS}
-    config = {"backend": backend, "model": be.model_name, **agent_opts, "compat": compat,
-              "compat_switches": switches.active()}
+    config = {"backend": backend, "model": be.model_name, **agent_record(base),
+              "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+              "seed": seed, "compat": compat}
 
     def make_agent(m: str) -> Agent:
-        return build_agent(be, m, compat=switches, **agent_opts)
+        return Agent(be, config=dataclasses.replace(base, method=m),
+                     sampling=make_sampling(m, max_new_tokens, temperature, top_p, seed))
 
     with be, StepProgress(0, console=err, disable=quiet, label="items") as progress:
         correct = [0, 0]

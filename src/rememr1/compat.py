@@ -13,13 +13,13 @@ switch against hand-computed cases.
 
 | SPEC §9 behaviour                                          | switch (CLI / config key)                      |
 |------------------------------------------------------------|------------------------------------------------|
-| memory = whole reply minus <recall> spans, always          | --whole-reply-memory / agent_compat.whole_reply_memory |
-| the model's own tags in memory are not defused             | --verbatim-memory / agent_compat.verbatim_memory |
-| history is a de-duplicated set                             | --memory-set / agent_compat.memory_set          |
-| evaluation retrieves after adding the new memory           | --recall-current / agent_compat.recall_current (on in ask/eval presets, off in train) |
-| TF-IDF over the policy tokenizer's pieces                  | --tfidf-model-tokens / agent_compat.tfidf_model_tokens |
-| a top-1 is returned even when every similarity is zero     | --recall-at-zero / agent_compat.recall_at_zero  |
-| query = first greedy single-line <recall>(.+)</recall>     | --official-recall / agent_compat.official_recall |
+| memory = whole reply minus <recall> spans, always          | --whole-reply-memory / agent.compat.whole_reply_memory |
+| the model's own tags in memory are not defused             | --verbatim-memory / agent.compat.verbatim_memory |
+| history is a de-duplicated set                             | --memory-set / agent.compat.memory_set          |
+| evaluation retrieves after adding the new memory           | --recall-current / agent.compat.recall_current (on in ask/eval presets, off in train) |
+| TF-IDF over the policy tokenizer's pieces                  | --tfidf-model-tokens / agent.compat.tfidf_model_tokens |
+| a top-1 is returned even when every similarity is zero     | --recall-at-zero / agent.compat.recall_at_zero  |
+| query = first greedy single-line <recall>(.+)</recall>     | --official-recall / agent.compat.official_recall |
 | scoring: drop failed generations only, first gold, ...     | eval --scoring official                         |
 | outcome reward: last 300 chars, MATH strip_string          | reward.official_outcome                         |
 | memory and format rewards from single-line <update> tags   | reward.update_tag_rewards                       |

@@ -198,6 +198,18 @@ def read_lines(out_dir: Path) -> list[dict]:
 # ------------------------------------------------------------------------------- run
 
 
+def agent_record(agent) -> dict[str, Any]:
+    """What a run directory records of an `AgentConfig` (all but the method, which each
+    result line carries): its options and the compatibility switches that are on."""
+    import dataclasses
+
+    record = dataclasses.asdict(agent)
+    record.pop("method")
+    record.pop("compat")
+    record["compat_switches"] = agent.compat.active()
+    return record
+
+
 def _check_config(out_dir: Path, config: dict) -> None:
     path = out_dir / "config.json"
     if path.exists():
@@ -263,7 +275,7 @@ def run_eval(
             src = path.name
 
             eps = _episodes(agent, todo, rf, method=method, model=model, source=src, on_item=on_item)
-            for ep in agent.run_iter(eps, on_step=on_step, max_batch=concurrency):
+            for ep in agent.run_iter(eps, on_step=on_step, concurrency=concurrency):
                 line = item_line(ep.tag, ep.result(), method=method, model=model, source=src)
                 rf.write(line)
                 if on_item:

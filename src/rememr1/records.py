@@ -7,10 +7,22 @@ nothing else describes what happened at a step.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
-MEMORY_STEP = "memory"  # read a chunk, rewrite the memory, maybe ask for a recall
-FINAL_STEP = "final"  # answer from memory (or, for single-prompt methods, from context)
+
+class StepKind(str, Enum):
+    """What a step did. A str enum: it compares and serialises as "memory" / "final"."""
+
+    MEMORY = "memory"  # read a chunk, rewrite the memory, maybe ask for a recall
+    FINAL = "final"  # answer from memory (or, for single-prompt methods, from context)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MEMORY_STEP = StepKind.MEMORY
+FINAL_STEP = StepKind.FINAL
 
 
 @dataclass(frozen=True)
@@ -22,9 +34,10 @@ class RecallHit:
     score: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepRecord:
-    """Everything about one model call of one episode.
+    """Everything about one model call of one episode, built once when its reply is in
+    (`agent.Episode.consume`); frozen.
 
     Memory steps are numbered 0..T-1 (one per chunk); the final step has index T.
     `memory_before` is the memory shown in the prompt, `memory_after` the memory the step
@@ -34,7 +47,7 @@ class StepRecord:
     """
 
     step: int
-    kind: str  # MEMORY_STEP or FINAL_STEP
+    kind: StepKind
     messages: list[dict]  # the chat request sent to the model
     reply: str
     finish_reason: str
@@ -69,6 +82,7 @@ class StepRecord:
         d = asdict(self)
         d.pop("prompt_ids")
         d.pop("completion_ids")
+        d["kind"] = StepKind(self.kind).value
         d["prompt"] = d.pop("messages")
         if self.chunk_span is not None:
             d["chunk_span"] = list(self.chunk_span)

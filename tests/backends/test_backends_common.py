@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rememr1.backends import BACKENDS, builtin, load_backend
-from rememr1.backends.common import clamp_max_new_tokens, map_finish_reason
+from rememr1.backends.base import clamp_max_new_tokens, map_finish_reason
 from rememr1.backends.tokenization import decode_utf8_slice
 from rememr1.errors import BackendError, InputError
 

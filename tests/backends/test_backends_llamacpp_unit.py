@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from rememr1.backends import llamacpp
 from rememr1.backends.base import ChatRequest, SamplingParams
-from rememr1.errors import BackendError
+from rememr1.errors import InputError, BackendError
 
 
 class FakeLlama:
@@ -56,7 +56,7 @@ class FakeLlama:
 @pytest.fixture
 def fake_backend(monkeypatch):
     """Factory: a LlamaCppBackend on the built-in vocab whose instances are FakeLlamas."""
-    real_load = llamacpp._load_llama
+    real_load = llamacpp.load_llama
 
     def make(*, delay=0.0, finish="length", fail_on=None, **kwargs):
         instances: list[FakeLlama] = []
@@ -68,7 +68,7 @@ def fake_backend(monkeypatch):
             instances.append(inst)
             return inst
 
-        monkeypatch.setattr(llamacpp, "_load_llama", fake_load)
+        monkeypatch.setattr(llamacpp, "load_llama", fake_load)
         backend = llamacpp.LlamaCppBackend(None, **kwargs)
         return backend, instances
 
@@ -117,8 +117,8 @@ def test_seed_precedence_and_greedy(fake_backend):
     calls = {c["messages"][0]["content"]: c for c in instances[0].calls}
     assert calls["a"]["seed"] == 7 and calls["b"]["seed"] == 99
     assert calls["a"]["temperature"] == 0.0  # greedy
-    backend.generate([ask("c")], SamplingParams(temperature=-1.0))
-    assert instances[0].calls[-1]["temperature"] == 0.0  # negative also means greedy
+    with pytest.raises(InputError, match="temperature"):
+        SamplingParams(temperature=-1.0)  # sampling settings validate themselves
     assert instances[0].resets == len(instances[0].calls)  # fresh state for every request
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.backends.base import SamplingParams
 from rememr1.data.records import Sample
 from rememr1.rl.rollout import RolloutConfig
@@ -26,12 +26,12 @@ def scripted_agent(scripted, reply: str = "<update>kept</update><recall>harbour<
     return backend, Agent(backend, sampling=sampling, chunk_size=120)
 
 
-def test_all_rollouts_of_a_step_are_one_lockstep_batch(scripted):
+def test_all_rollouts_of_a_step_share_generate_calls(scripted):
     backend, agent = scripted_agent(scripted)
     groups = collect_rollouts(agent, samples(3), group_size=4, step=5)
     n_chunks = len(groups[0][0].steps) - 1
     assert n_chunks >= 2
-    # every round sends all 3 x 4 episodes at once: one generate() call per agent step
+    # the 3 x 4 episodes advance together: their requests wait together and are batched
     assert backend.batches == [12] * (n_chunks + 1)
     assert [[(r.question, r.g) for r in g] for g in groups] == [[(q, g) for g in range(4)] for q in range(3)]
     for g in groups:
@@ -94,9 +94,9 @@ def tiny_policy():
 
 def test_rollout_records_equal_evaluation_with_same_seeds(tiny_policy):
     model, tok = tiny_policy
-    cfg = RolloutConfig(group_size=3, batch_size=2, chunk_size=60, max_new_tokens=12, top_p=0.9,
+    cfg = RolloutConfig(group_size=3, batch_size=2, max_new_tokens=12, top_p=0.9,
                         generation_batch_size=4)
-    agent = policy_agent(model, tok, cfg, seed=7)
+    agent = policy_agent(model, tok, cfg, AgentConfig(chunk_size=60), seed=7)
     groups = collect_rollouts(agent, samples(2), group_size=3, step=4)
     replies = set()
     for group in groups:

@@ -97,8 +97,8 @@ def tiny_overrides(tiny, out: Path, **extra) -> dict:
     base = {
         "model.path": str(tiny["model"]), "model.device": "cpu", "data.train": [str(tiny["data"])],
         "out": str(out), "steps": 2, "save_every": 1, "rollout.group_size": 4,
-        "rollout.batch_size": 2, "rollout.chunk_size": 64, "rollout.max_new_tokens": 8,
-        "rollout.fallback": "reply", "optim.lr": 1e-2, "optim.warmup_steps": 0,
+        "rollout.batch_size": 2, "agent.chunk_size": 64, "rollout.max_new_tokens": 8,
+        "agent.fallback": "reply", "optim.lr": 1e-2, "optim.warmup_steps": 0,
         "optim.max_tokens_per_micro_batch": 4096,
     }
     return {**base, **extra}
@@ -233,8 +233,12 @@ def test_load_config_errors_and_coercion(tmp_path):
         load_config(None, {"rollout.group_size": "four"})
     with pytest.raises(InputError, match="loss.alpha"):
         load_config(None, {"loss.alpha": 1.5})
-    with pytest.raises(InputError, match="rollout.method"):
-        load_config(None, {"rollout.method": "full-context"})
+    with pytest.raises(InputError, match="agent.method"):
+        load_config(None, {"agent.method": "full-context"})
+    with pytest.raises(InputError, match="agent.compat.memory_sett"):
+        load_config(None, {"agent.compat.memory_sett": True})
+    with pytest.raises(InputError, match="agent: top-k"):
+        load_config(None, {"agent.top_k": 0})
     with pytest.raises(InputError, match="reward"):
         load_config(None, {"reward.outcome_metric": "bleu"})
     cfg_file = tmp_path / "c.yaml"
@@ -253,7 +257,7 @@ def test_packaged_configs_load_by_name():
     assert {"revhop-smollm2-cpu", "hotpotqa-qwen2.5-3b"} <= set(packaged_configs())
     paper = load_config("hotpotqa-qwen2.5-3b")
     assert (paper.rollout.group_size, paper.rollout.batch_size, paper.optim.lr) == (16, 128, 1e-6)
-    assert (paper.rollout.chunk_size, paper.rollout.max_new_tokens, paper.loss.alpha) == (5000, 2048, 0.8)
+    assert (paper.agent.chunk_size, paper.rollout.max_new_tokens, paper.loss.alpha) == (5000, 2048, 0.8)
     assert paper.optim.warmup_steps == 20 and paper.loss.kl_beta == 0.001
     cpu = load_config("revhop-smollm2-cpu.yaml")
     assert cpu.model.path is None and cpu.rollout.group_size == 4
@@ -284,16 +288,16 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     assert cfg.data.train == [str(tiny["data"])] and cfg.steps == 3
     assert cfg.rollout.group_size == 6 and cfg.loss.alpha == 1.0 and cfg.optim.lr == 3e-6
     assert cfg.loss.kl_beta == 0.0
-    assert cfg.compat == "none" and not cfg.agent_compat.active()
+    assert cfg.compat == "none" and not cfg.agent.compat.active()
     official = CliRunner().invoke(cli.app, [
         "--data", str(tiny["data"]), "--out", str(tmp_path / "o2"), "--compat", "official",
-        "--set", "agent_compat.memory_set=false",
+        "--set", "agent.compat.memory_set=false",
     ])
     assert official.exit_code == 0, official.output
     cfg = seen["cfg"]
     assert cfg.reward.official_outcome and cfg.reward.double_state_advantage
-    assert cfg.agent_compat.whole_reply_memory and not cfg.agent_compat.recall_current
-    assert not cfg.agent_compat.memory_set  # an explicit key wins over the preset
+    assert cfg.agent.compat.whole_reply_memory and not cfg.agent.compat.recall_current
+    assert not cfg.agent.compat.memory_set  # an explicit key wins over the preset
     bad = CliRunner().invoke(cli.app, ["--out", str(tmp_path / "o")])
     assert isinstance(bad.exception, InputError) and "no training data" in str(bad.exception)
 
@@ -307,7 +311,7 @@ def test_one_step_on_the_builtin_model(tmp_path):
     out = tmp_path / "run"
     cfg = load_config(None, {
         "data.train": [str(data)], "out": str(out), "steps": 1, "model.device": "cpu",
-        "rollout.group_size": 2, "rollout.batch_size": 1, "rollout.chunk_size": 48,
+        "rollout.group_size": 2, "rollout.batch_size": 1, "agent.chunk_size": 48,
         "rollout.max_new_tokens": 32,
     })
     trainer = Trainer(cfg, quiet=True)

@@ -159,7 +159,7 @@ def _convert_gguf_to_hf(gguf: Path, out_dir: Path) -> None:
             "pip install 'rememr1[hf]'"
         ) from exc
     log.info("converting %s to a Hugging Face model in %s (once)", gguf.name, out_dir.parent)
-    from rememr1.backends.hf import quiet_loading
+    from rememr1.backends.loading import quiet_loading
 
     folder, name = str(gguf.parent), gguf.name
     with quiet_loading():

@@ -8,6 +8,9 @@
 Requests are grouped into sub-batches of at most `max_batch_size` (sorted by prompt length
 to limit padding), LEFT-padded, and generated with one `model.generate` call each. Each
 Generation carries its prompt and completion token ids (the RL trainer needs them).
+Requests the engine submits one episode at a time are batched dynamically: whatever
+requests wait when the model is free go into one call (`base.DynamicBatcher`), so episodes
+at different steps share a forward pass.
 
 Sampling: greedy when temperature <= 0. Otherwise each row is sampled by a logits
 processor with its OWN torch.Generator seeded from ChatRequest.seed (else
@@ -24,13 +27,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rememr1.backends.base import FINISH_LENGTH, FINISH_STOP, Backend, ChatRequest, Generation, SamplingParams
 from rememr1.backends.builtin import BUILTIN_MODEL_NAME
-from rememr1.backends.common import clamp_max_new_tokens, error_generation, window_error
+from rememr1.backends.loading import quiet_loading
 from rememr1.backends.tokenization import HFTokenizer
 from rememr1.errors import BackendError, InputError
 
@@ -74,20 +76,6 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-@contextmanager
-def quiet_loading():
-    """Hide transformers' per-load progress bars (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_pretrained(model: str | os.PathLike | None, torch_dtype) -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -125,6 +113,7 @@ class HFBackend(Backend):
     """Chat generation with a transformers causal LM (None = built-in model)."""
 
     name = "hf"
+    batching = True  # concurrent episodes share generate() calls (base.DynamicBatcher)
 
     def __init__(
         self,
@@ -152,16 +141,19 @@ class HFBackend(Backend):
         name: str = "policy",
         max_batch_size: int = 8,
         context_window: int | None = None,
+        autocast: bool = False,
     ) -> HFBackend:
         """Wrap an already-loaded model and tokenizer (e.g. the policy being trained).
-        The model stays where it is (device, dtype); generation reads its current weights."""
+        The model stays where it is (device, dtype); generation reads its current weights.
+        `autocast`: generate under bfloat16 autocast (as the trainer's forward passes)."""
         _import_torch()
         self = cls.__new__(cls)
         self._setup(model, tokenizer, name=name, max_batch_size=max_batch_size,
-                    context_window=context_window)
+                    context_window=context_window, autocast=autocast)
         return self
 
-    def _setup(self, model, tokenizer, *, name: str, max_batch_size: int, context_window: int | None):
+    def _setup(self, model, tokenizer, *, name: str, max_batch_size: int, context_window: int | None,
+               autocast: bool = False):
         if max_batch_size < 1:
             raise InputError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if getattr(tokenizer, "chat_template", None) is None:
@@ -175,6 +167,7 @@ class HFBackend(Backend):
         self._tokenizer = HFTokenizer(tokenizer)
         self._eos_ids = _eos_ids(model, tokenizer)
         self._pad_id = pad_token_id(model, tokenizer)
+        self.autocast = autocast
         self._lock = threading.Lock()
 
     # -- Backend interface -------------------------------------------------------------
@@ -194,30 +187,15 @@ class HFBackend(Backend):
         )
         return list(self.tokenizer_hf(text, add_special_tokens=False)["input_ids"])
 
-    def count_prompt_tokens(self, request: ChatRequest) -> int:
-        return len(self.prompt_ids(request))
-
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams) -> list[Generation]:
         results: list[Generation | None] = [None] * len(requests)
         jobs: list[tuple[int, list[int], int, int | None]] = []  # index, prompt, cap, seed
         for i, req in enumerate(requests):
-            start = time.perf_counter()
-            try:
-                ids = self.prompt_ids(req)
-            except Exception as exc:  # template errors concern this request only
-                results[i] = error_generation(f"cannot apply the chat template: {exc}", start)
-                continue
-            cap = req.max_new_tokens if req.max_new_tokens is not None else sampling.max_new_tokens
-            max_new = clamp_max_new_tokens(len(ids), cap, self.context_window)
-            if max_new is None:
-                results[i] = error_generation(window_error(len(ids), self.context_window), start,
-                                              prompt_tokens=len(ids))
-            elif max_new == 0:
-                results[i] = Generation(text="", finish_reason=FINISH_LENGTH, prompt_tokens=len(ids),
-                                        completion_tokens=0, seconds=0.0, prompt_ids=tuple(ids),
-                                        completion_ids=())
+            plan = self.plan(req, sampling)
+            if isinstance(plan, Generation):
+                results[i] = plan
             else:
-                jobs.append((i, ids, max_new, req.seed if req.seed is not None else sampling.seed))
+                jobs.append((i, list(plan.prompt_ids), plan.max_new, plan.seed))
         jobs.sort(key=lambda job: -len(job[1]))
         with self._lock:
             for at in range(0, len(jobs), self.max_batch_size):
@@ -257,7 +235,8 @@ class HFBackend(Backend):
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                                        enabled=self.autocast):
                 out = self.model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),

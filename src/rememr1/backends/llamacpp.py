@@ -20,21 +20,27 @@ llama.cpp's KV prefix reuse between consecutive prompts; that is the price.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rememr1.backends.base import FINISH_ERROR, FINISH_LENGTH, Backend, ChatRequest, Generation, SamplingParams
+from rememr1.backends.base import (
+    FINISH_ERROR,
+    Backend,
+    ChatRequest,
+    Generation,
+    SamplingParams,
+    error_generation,
+    map_finish_reason,
+)
 from rememr1.backends.builtin import BUILTIN_MODEL_NAME, builtin_gguf_path
-from rememr1.backends.common import clamp_max_new_tokens, error_generation, map_finish_reason, window_error
+from rememr1.backends.loading import load_llama, load_vocab
 from rememr1.backends.tokenization import LlamaTokenizer
 from rememr1.errors import BackendError, InputError
 
@@ -43,43 +49,6 @@ log = logging.getLogger(__name__)
 # Default context cap: the model's trained context, but at most this many tokens, because
 # every pool instance allocates a KV cache of n_ctx tokens.
 MAX_DEFAULT_N_CTX = 32768
-
-# ---------------------------------------------------------------------------------------
-# llama.cpp writes its loader chatter to stderr. Route it into Python logging (debug
-# level) instead, and keep the last lines so a failed load can say why.
-_recent_native_log: deque[str] = deque(maxlen=40)
-_log_callback: Any = None
-_log_lock = threading.Lock()
-
-
-def _route_native_logs() -> None:
-    global _log_callback
-    with _log_lock:
-        if _log_callback is not None:
-            return
-        import llama_cpp
-
-        native = logging.getLogger("rememr1.llama_cpp")
-
-        @llama_cpp.llama_log_callback
-        def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            line = text.decode("utf-8", errors="replace").rstrip()
-            if line:
-                _recent_native_log.append(line)
-                native.debug("%s", line)
-
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-        _log_callback = callback  # keep a reference: llama.cpp holds a raw pointer
-
-
-def _native_error_hint() -> str:
-    """The first error-like line llama.cpp logged (the root cause; later lines echo it)."""
-    for line in _recent_native_log:
-        low = line.lower()
-        if "error" in low or "failed" in low or "unknown" in low or "invalid" in low:
-            return line.split(":", 1)[-1].strip() if ":" in line else line
-    return ""
-
 
 # ---------------------------------------------------------------------------------------
 
@@ -96,23 +65,6 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     if not os.access(path, os.R_OK):
         raise BackendError(f"model file is not readable: {path}")
     return path
-
-
-def _load_llama(path: Path, **kwargs):
-    _route_native_logs()
-    from llama_cpp import Llama
-
-    _recent_native_log.clear()
-    try:
-        return Llama(str(path), verbose=False, **kwargs)
-    except (ValueError, RuntimeError, OSError) as exc:
-        hint = _native_error_hint() or str(exc).splitlines()[0]
-        raise BackendError(f"llama.cpp cannot load {path}: {hint}") from exc
-
-
-def load_vocab(path: str | os.PathLike):
-    """A vocabulary-only `Llama` (tokenizer and metadata, no weights): fast and small."""
-    return _load_llama(resolve_model_path(path), vocab_only=True, n_ctx=16)
 
 
 def _available_cpus() -> int:
@@ -205,15 +157,25 @@ class LlamaCppBackend(Backend):
     def tokenizer(self) -> LlamaTokenizer:
         return self._tokenizer
 
-    def count_prompt_tokens(self, request: ChatRequest) -> int:
+    def prompt_ids(self, request: ChatRequest) -> list[int]:
         """Exact: the chat template is rendered and tokenized as generation will do."""
-        return len(self._prompt_ids(request))
+        result = self._formatter(messages=list(request.messages))
+        return self._tokenizer.tokenize_prompt(result.prompt, add_bos=not result.added_special)
 
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams) -> list[Generation]:
+        futures = [self._pool().submit(self._run_one, req, sampling) for req in requests]
+        return [f.result() for f in futures]
+
+    async def asubmit(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
+        """The request joins the pool's queue; a free instance's thread takes it."""
+        import asyncio
+
+        return await asyncio.wrap_future(self._pool().submit(self._run_one, request, sampling))
+
+    def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             raise BackendError("the llamacpp backend was closed")
-        futures = [self._executor.submit(self._run_one, req, sampling) for req in requests]
-        return [f.result() for f in futures]
+        return self._executor
 
     def close(self) -> None:
         if self._executor is not None:
@@ -228,7 +190,7 @@ class LlamaCppBackend(Backend):
     # -- internals ---------------------------------------------------------------------
 
     def _new_instance(self):
-        llm = _load_llama(self.model_path, **self._llama_kwargs)
+        llm = load_llama(self.model_path, **self._llama_kwargs)
         self._created += 1
         return llm
 
@@ -242,7 +204,7 @@ class LlamaCppBackend(Backend):
                     break
                 self._pool_cond.wait()
         try:
-            llm = _load_llama(self.model_path, **self._llama_kwargs)
+            llm = load_llama(self.model_path, **self._llama_kwargs)
         except BaseException:
             with self._pool_cond:
                 self._created -= 1
@@ -255,28 +217,12 @@ class LlamaCppBackend(Backend):
             self._idle.append(llm)
             self._pool_cond.notify()
 
-    def _prompt_ids(self, request: ChatRequest) -> list[int]:
-        """Token ids of the templated prompt, tokenized exactly as the chat handler does."""
-        result = self._formatter(messages=list(request.messages))
-        return self._tokenizer.tokenize_prompt(result.prompt, add_bos=not result.added_special)
-
     def _run_one(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
-        start = time.perf_counter()
-        try:
-            prompt_tokens = len(self._prompt_ids(request))
-        except Exception as exc:  # a template error concerns this request only
-            return error_generation(f"cannot apply the chat template: {exc}", start)
-        cap = request.max_new_tokens if request.max_new_tokens is not None else sampling.max_new_tokens
-        max_new = clamp_max_new_tokens(prompt_tokens, cap, self.context_window)
-        if max_new is None:
-            return error_generation(window_error(prompt_tokens, self.context_window), start,
-                                    prompt_tokens=prompt_tokens)
-        if max_new == 0:
-            return Generation(text="", finish_reason=FINISH_LENGTH, prompt_tokens=prompt_tokens,
-                              completion_tokens=0, seconds=time.perf_counter() - start)
-        seed = request.seed if request.seed is not None else sampling.seed
-        if seed is None:
-            seed = random.randrange(2**32 - 1)
+        plan = self.plan(request, sampling)
+        if isinstance(plan, Generation):
+            return plan
+        start, prompt_tokens, max_new = plan.start, plan.prompt_tokens, plan.max_new
+        seed = plan.seed if plan.seed is not None else random.randrange(2**32 - 1)
         llm = self._acquire()
         try:
             llm.reset()  # no KV prefix reuse: results must not depend on the instance's past

@@ -37,8 +37,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rememr1.backends.base import FINISH_ERROR, FINISH_LENGTH, Backend, ChatRequest, Generation, SamplingParams
-from rememr1.backends.common import clamp_max_new_tokens, error_generation, map_finish_reason, window_error
+from rememr1.backends.base import (
+    FINISH_ERROR,
+    Backend,
+    ChatRequest,
+    Generation,
+    SamplingParams,
+    error_generation,
+    map_finish_reason,
+)
 from rememr1.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
@@ -161,6 +168,17 @@ class OpenAIBackend(Backend):
         except _Fatal as exc:
             raise exc.error from None
 
+    async def asubmit(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
+        """One request on the async client (the backend's own event loop, bounded by the
+        concurrency semaphore), awaited from any loop."""
+        if self._tokenizer is None:
+            await asyncio.to_thread(self._prepare, [request])
+        future = asyncio.run_coroutine_threadsafe(self._one(request, sampling), self._ensure_loop())
+        try:
+            return await asyncio.wrap_future(future)
+        except _Fatal as exc:
+            raise exc.error from None
+
     def close(self) -> None:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
@@ -257,26 +275,19 @@ class OpenAIBackend(Backend):
     async def _one(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
         openai = _import_openai()
         client, semaphore = self._client_and_semaphore()
-        start = time.perf_counter()
-        estimate = self.count_prompt_tokens(request)
-        cap = request.max_new_tokens if request.max_new_tokens is not None else sampling.max_new_tokens
-        max_new = clamp_max_new_tokens(estimate, cap, self.context_window)
-        if max_new is None:
-            return error_generation(window_error(estimate, self.context_window) + " (estimated)", start,
-                                    prompt_tokens=estimate)
-        if max_new == 0:
-            return Generation(text="", finish_reason=FINISH_LENGTH, prompt_tokens=estimate,
-                              completion_tokens=0, seconds=0.0)
+        plan = self.plan(request, sampling)
+        if isinstance(plan, Generation):
+            return plan
+        estimate = plan.prompt_tokens
         kwargs: dict[str, Any] = dict(
             model=self.model_name,
             messages=[dict(m) for m in request.messages],
-            max_tokens=max_new,
+            max_tokens=plan.max_new,
             temperature=max(0.0, sampling.temperature),
             top_p=sampling.top_p,
         )
-        seed = request.seed if request.seed is not None else sampling.seed
-        if seed is not None:
-            kwargs["seed"] = int(seed)
+        if plan.seed is not None:
+            kwargs["seed"] = int(plan.seed)
         if sampling.stop:
             kwargs["stop"] = list(sampling.stop)
         async with semaphore:
@@ -392,7 +403,7 @@ def _trained_context(source: Path | None) -> int | None:
             value = config.get("max_position_embeddings")
             return int(value) if value else None
         if source.suffix.lower() == ".gguf":
-            from rememr1.backends.llamacpp import load_vocab
+            from rememr1.backends.loading import load_vocab
 
             meta = load_vocab(source).metadata
             arch = meta.get("general.architecture", "")

@@ -145,7 +145,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer from a local .gguf file (llama.cpp, vocabulary only) or HF directory."""
     path = Path(path).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
-        from rememr1.backends.llamacpp import load_vocab
+        from rememr1.backends.loading import load_vocab
 
         return LlamaTokenizer(load_vocab(path))
     if path.is_dir():

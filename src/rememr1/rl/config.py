@@ -9,20 +9,22 @@ config object of the module that owns it (and validates itself):
 
     model:   rl.policy.ModelConfig       path (None = built-in SmolLM2-135M-Instruct), ref_path, dtype, ...
     data:    rl.data.DataConfig          train (files or globs), dev, shuffle_seed, max_items
-    rollout: rl.rollout.RolloutConfig    method, group_size, batch_size, chunk_size, max_new_tokens, ...
+    agent:   agent.AgentConfig           method, chunk_size, retriever, top_k, fallback, templates,
+                                         answer_format, compat.* (the agent's official-code switches)
+    rollout: rl.rollout.RolloutConfig    group_size, batch_size, max_new_tokens, temperature, top_p, ...
     reward:  rewards.RewardConfig        official-code switches, outcome metric
-    agent_compat: compat.AgentCompat     the agent's official-code switches
     loss:    rl.loss.LossConfig          clip_low, clip_high, dual_clip_c, kl_beta, entropy_coef, agg, alpha, ...
     optim:   rl.optim.OptimConfig        lr, warmup_steps, mini_batch_size, max_tokens_per_micro_batch, bf16, ...
     eval:    rl.validation.EvalConfig    max_items, temperature, top_p, batch_size, max_new_tokens
     distributed: rl.distributed.DistributedConfig   strategy (replicate | fsdp) under torchrun
 
-`compat: official` turns on every official-code switch of `agent_compat` (with the
-trainer's retrieval timing) and `reward` (SPEC §9); keys set explicitly win over the
-preset. Overrides use dotted keys ("rollout.group_size") or top-level names ("steps"). Every
-unknown key and every value of the wrong type or out of range is an `InputError` naming
-the key, so a typo never silently falls back to a default. `--config` takes a path or the
-name of a packaged config (`rememr1/configs/*.yaml`, listed by `packaged_configs()`).
+Keys are dotted paths ("rollout.group_size", "agent.compat.memory_set") or top-level names
+("steps"); sections nest as the objects do. `compat: official` turns on every
+official-code switch of `agent.compat` (with the trainer's retrieval timing) and `reward`
+(SPEC §9); keys set explicitly win over the preset. Every unknown key and every value of
+the wrong type or out of range is an `InputError` naming the key, so a typo never silently
+falls back to a default. `--config` takes a path or the name of a packaged config
+(`rememr1/configs/*.yaml`, listed by `packaged_configs()`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
+from ..agent import AgentConfig, get_method
 from ..compat import PRESETS, AgentCompat
-from ..errors import InputError, require, require_choice
+from ..errors import InputError, RememrError, require
 from ..rewards import RewardConfig
 from .data import DataConfig
 from .distributed import DistributedConfig
@@ -62,9 +65,9 @@ class TrainConfig:
     compat: str = "none"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    agent_compat: AgentCompat = field(default_factory=AgentCompat)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -77,21 +80,23 @@ class TrainConfig:
         require(self.log_every >= 1, "log_every", "must be at least 1")
         require(self.keep_last is None or self.keep_last >= 1, "keep_last", "must be at least 1")
         require(bool(self.out.strip()), "out", "must name a directory")
-        require_choice(self.compat, PRESETS, "compat")
-        require(not self.agent_compat.tfidf_model_tokens or self.rollout.retriever == "tfidf",
-                "agent_compat.tfidf_model_tokens",
-                f"needs rollout.retriever tfidf, not {self.rollout.retriever!r}")
+        require(self.compat in PRESETS, "compat",
+                f"unknown value {self.compat!r}; choose one of: {', '.join(PRESETS)}")
+        method = get_method(self.agent.method)
+        require(method.trainable, "agent.method",
+                f"{method.name} has no memory steps to train; choose a memory method")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+# The sections of a config file: the config objects a TrainConfig embeds.
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
+    "agent": AgentConfig,
     "rollout": RolloutConfig,
     "reward": RewardConfig,
-    "agent_compat": AgentCompat,
     "loss": LossConfig,
     "optim": OptimConfig,
     "eval": EvalConfig,
@@ -152,31 +157,38 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return build_config(raw, where=where)
 
 
-def _flatten(data: dict[str, Any], where: str) -> dict[str, Any]:
+def _flatten(data: dict[str, Any], where: str, cls: type = TrainConfig, prefix: str = "") -> dict[str, Any]:
+    """{"rollout": {"group_size": 4}} -> {"rollout.group_size": 4}, down to the fields that
+    are config objects themselves (`agent.compat`)."""
     flat: dict[str, Any] = {}
+    nested = _nested_fields(cls)
     for key, value in data.items():
         key = str(key)
-        if key in SECTIONS:
+        if key in nested:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise InputError(f"{where}: section {key!r} must be a mapping")
-            for sub, v in value.items():
-                flat[f"{key}.{sub}"] = v
+                raise InputError(f"{where}: section {prefix + key!r} must be a mapping")
+            flat.update(_flatten(value, where, nested[key], f"{prefix}{key}."))
         else:
-            flat[key] = value
+            flat[prefix + key] = value
     return flat
 
 
-def _top_fields() -> dict[str, Any]:
-    hints = typing.get_type_hints(TrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig) if f.name not in SECTIONS}
+def _nested_fields(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
 
 
-def known_keys() -> list[str]:
-    keys = list(_top_fields())
-    for name, cls in SECTIONS.items():
-        keys += [f"{name}.{f.name}" for f in dataclasses.fields(cls)]
+def _scalar_fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])}
+
+
+def known_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
+    keys = [prefix + name for name in _scalar_fields(cls)]
+    for name, sub in _nested_fields(cls).items():
+        keys += known_keys(sub, f"{prefix}{name}.")
     return keys
 
 
@@ -185,7 +197,7 @@ def _preset_keys(preset: str) -> dict[str, Any]:
     if preset != "official":
         return {}
     keys: dict[str, Any] = {}
-    for section, value in (("agent_compat", AgentCompat.official(training=True)),
+    for section, value in (("agent.compat", AgentCompat.official(training=True)),
                            ("reward", RewardConfig.official())):
         for f in dataclasses.fields(value):
             if isinstance(getattr(value, f.name), bool):
@@ -199,32 +211,31 @@ def build_config(flat: dict[str, Any], *, where: str = "config") -> TrainConfig:
     preset = str(flat.get("compat") or "none")
     if preset not in PRESETS:
         raise InputError(f"compat: unknown value {preset!r}; choose one of: {', '.join(PRESETS)}")
-    flat = {**_preset_keys(preset), **flat}
-    top_types = _top_fields()
-    top: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    return _build(TrainConfig, {**_preset_keys(preset), **flat}, where=where, prefix="")
+
+
+def _build(cls: type, flat: dict[str, Any], *, where: str, prefix: str):
+    """`cls` from the keys under `prefix`; each object validates itself, and its error
+    is reported under the key path of the section."""
+    scalars, nested = _scalar_fields(cls), _nested_fields(cls)
+    values: dict[str, Any] = {}
+    below: dict[str, dict[str, Any]] = {name: {} for name in nested}
     for key, value in flat.items():
-        section, _, name = key.partition(".")
-        if name and section in SECTIONS:
-            cls = SECTIONS[section]
-            hints = typing.get_type_hints(cls)
-            if name not in hints or name not in {f.name for f in dataclasses.fields(cls)}:
-                raise _unknown(key, where)
-            sections[section][name] = _coerce(value, hints[name], key)
-        elif not name and key in top_types:
-            top[key] = _coerce(value, top_types[key], key)
+        head, _, rest = key.partition(".")
+        if rest and head in nested:
+            below[head][rest] = value
+        elif not rest and head in scalars:
+            values[head] = _coerce(value, scalars[head], prefix + key)
         else:
-            raise _unknown(key, where)
-    built: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        try:
-            built[name] = cls(**sections[name])
-        except ValueError as exc:  # each section validates itself: "field: message"
-            raise InputError(f"{name}.{exc}") from None
+            raise _unknown(prefix + key, where)
+    for name, sub in nested.items():
+        values[name] = _build(sub, below[name], where=where, prefix=f"{prefix}{name}.")
     try:
-        return TrainConfig(**top, **built)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+        return cls(**values)
+    except ValueError as exc:  # require(): "field: message"
+        raise InputError(f"{prefix}{exc}") from None
+    except RememrError as exc:  # an object that validates with one-line user errors
+        raise InputError(f"{prefix[:-1]}: {exc}" if prefix else str(exc)) from None
 
 
 def _unknown(key: str, where: str) -> InputError:

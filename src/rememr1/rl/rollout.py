@@ -1,6 +1,6 @@
 """RL rollouts: G sampled episodes per question through the agent's own loop.
 
-    agent = policy_agent(policy, tokenizer, cfg.rollout, seed=cfg.seed)
+    agent = policy_agent(policy, tokenizer, cfg.rollout, cfg.agent, seed=cfg.seed)
     groups = collect_rollouts(agent, samples, group_size=4, step=7)
     for group in groups:                 # one group per question, G rollouts each
         for r in group:
@@ -8,10 +8,11 @@
             r.steps[0].prompt_ids, r.steps[0].completion_ids
 
 Nothing here re-implements the agent: episodes are `Agent.episode(...)` objects driven by
-`Agent.run_iter`, so a rollout sees exactly the prompts, parsing, state transition and
-retrieval that `ask` and `eval` use. All G x B episodes of a step are in flight together,
-so each round of the lockstep loop is one batched `generate` call on the hf backend (cut
-into sub-batches of `generation_batch_size`).
+the engine (`Agent.run_iter`), so a rollout sees exactly the prompts, parsing, state
+transition and retrieval that `ask` and `eval` use. All G x B episodes of a step are in
+flight together, each at its own pace; the hf backend batches whatever requests wait when
+the model is free (at most `generation_batch_size` per `generate` call), so episodes at
+different steps share a forward pass.
 
 Seeding: the sampling seed of every request is derived from (run seed, episode index,
 step within the episode), and the episode index from (training step, question id, g), so a
@@ -31,55 +32,38 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..agent import METHODS, Agent, Episode, StepCallback
+from ..agent import METHODS, Agent, AgentConfig, Episode, StepCallback
 from ..backends.base import SamplingParams
-from ..compat import AgentCompat
 from ..data.records import Sample, agent_document
-from ..errors import InputError, require, require_choice
-from ..memory import RETRIEVERS
-from ..protocol import ANSWER_FORMATS, FALLBACKS
+from ..errors import InputError, require
 from ..records import AnswerResult, StepRecord
 
 log = logging.getLogger(__name__)
 
 
-TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.single_prompt is None)
+TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.trainable)
 
 
 @dataclass(kw_only=True)
 class RolloutConfig:
     """How episodes are sampled: G rollouts for each of `batch_size` questions per step,
-    all in flight together; `generation_batch_size` caps one `generate` call."""
+    all in flight together; `generation_batch_size` caps one `generate` call. What an
+    episode does (method, chunking, retrieval, ...) is the run's `AgentConfig`."""
 
-    method: str = "rememr1"
     group_size: int = 16
     batch_size: int = 128
-    chunk_size: int = 5000
     max_new_tokens: int = 2048
     temperature: float = 1.0
     top_p: float = 1.0
-    retriever: str = "tfidf"
-    top_k: int = 1
-    max_context_tokens: int | None = None
-    fallback: str = "keep"
-    templates: str | None = None
-    answer_format: str = "boxed"
     generation_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        require_choice(self.method, TRAINABLE_METHODS, "method")
-        require_choice(self.retriever, tuple(sorted(RETRIEVERS)), "retriever")
-        require_choice(self.fallback, FALLBACKS, "fallback")
-        require_choice(self.answer_format, ANSWER_FORMATS, "answer_format")
-        for key in ("group_size", "batch_size", "chunk_size", "max_new_tokens", "top_k",
-                    "generation_batch_size"):
+        for key in ("group_size", "batch_size", "max_new_tokens", "generation_batch_size"):
             require(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
         require(self.group_size >= 2, "group_size",
                 "must be at least 2: advantages are relative to the other rollouts of a question")
         require(self.temperature > 0, "temperature", "must be > 0 (training needs sampled rollouts)")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        require(self.max_context_tokens is None or self.max_context_tokens >= 1,
-                "max_context_tokens", "must be at least 1")
 
 
 def rollout_index(step: int, question_id: str, g: int) -> int:
@@ -117,23 +101,24 @@ def policy_agent(
     model,
     tokenizer,
     cfg: RolloutConfig,
+    agent: AgentConfig,
     *,
     seed: int,
-    compat: AgentCompat | None = None,
     temperature: float | None = None,
     top_p: float | None = None,
     max_new_tokens: int | None = None,
     batch_size: int | None = None,
+    autocast: bool = False,
 ) -> Agent:
-    """An Agent on the policy being trained (hf backend over the live model object).
-
-    Sampling defaults to the rollout settings; evaluation passes its own. `compat`: the
-    agent's official-code switches (`TrainConfig.agent_compat`).
+    """An Agent with `agent`'s options on the policy being trained (hf backend over the
+    live model object). Sampling defaults to the rollout settings; evaluation passes its
+    own. `autocast`: generate under bfloat16 autocast.
     """
     from ..backends.hf import HFBackend
 
     backend = HFBackend.from_objects(
-        model, tokenizer, name="policy", max_batch_size=batch_size or cfg.generation_batch_size
+        model, tokenizer, name="policy", max_batch_size=batch_size or cfg.generation_batch_size,
+        autocast=autocast,
     )
     sampling = SamplingParams(
         max_new_tokens=max_new_tokens or cfg.max_new_tokens,
@@ -141,19 +126,7 @@ def policy_agent(
         top_p=cfg.top_p if top_p is None else top_p,
         seed=seed,
     )
-    return Agent(
-        backend,
-        method=cfg.method,
-        sampling=sampling,
-        chunk_size=cfg.chunk_size,
-        retriever=cfg.retriever,
-        top_k=cfg.top_k,
-        max_context_tokens=cfg.max_context_tokens,
-        fallback=cfg.fallback,
-        templates=cfg.templates,
-        answer_format=cfg.answer_format,
-        compat=compat or AgentCompat(),
-    )
+    return Agent(backend, config=agent, sampling=sampling)
 
 
 def collect_rollouts(
@@ -195,7 +168,7 @@ def collect_rollouts(
             continue
         episodes.extend(made)
         slots.extend((q, g, sample) for g in range(group_size))
-    for _ in agent.run_iter(episodes, on_step=on_step, max_batch=None):
+    for _ in agent.run_iter(episodes, on_step=on_step, concurrency=None):
         pass
     groups: dict[int, list[Rollout]] = {}
     for ep, (q, g, sample) in zip(episodes, slots):

@@ -166,10 +166,10 @@ class Trainer:
         free = free_bytes(device)
         self.token_budget = (cfg.optim.max_tokens_per_micro_batch
                              or self.plan.default_budget(free, self.policy.device.type))
-        self._check_budget(longest_sequence(cfg.rollout.chunk_size, cfg.rollout.max_new_tokens))
+        self._check_budget(longest_sequence(cfg.agent.chunk_size or 5000, cfg.rollout.max_new_tokens))
         self._snapshot = self._capture()
-        self.agent = policy_agent(self.rollout_model, self.policy.tokenizer, cfg.rollout,
-                                  seed=cfg.seed, compat=cfg.agent_compat)
+        self.agent = policy_agent(self.rollout_model, self.policy.tokenizer, cfg.rollout, cfg.agent,
+                                  seed=cfg.seed, autocast=self.policy.autocast)
 
     def _check_budget(self, longest: int) -> None:
         """Refuse (one line) a token budget, or a sequence, that cannot fit in memory."""
@@ -295,11 +295,9 @@ class Trainer:
 
         # 1. rollouts of this rank's questions
         self._phase(intr, "rollout")
-        with torch.autocast(device_type=self.policy.device.type, dtype=torch.bfloat16,
-                            enabled=self.policy.autocast):
-            groups = collect_rollouts(self.agent, [self.samples[indices[i]] for i in mine],
-                                      group_size=cfg.rollout.group_size, step=step,
-                                      keys=[keys[i] for i in mine])
+        groups = collect_rollouts(self.agent, [self.samples[indices[i]] for i in mine],
+                                  group_size=cfg.rollout.group_size, step=step,
+                                  keys=[keys[i] for i in mine])
         t_rollout = time.perf_counter()
 
         # 2. rewards and advantages (a question's rollouts are all on this rank)

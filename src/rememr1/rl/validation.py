@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import require
 
 
@@ -42,7 +40,7 @@ class EvalConfig:
 def validate(policy, cfg, *, out_dir: Path, step: int) -> dict[str, Any]:
     """Sub-EM (and EM, F1) of the current `policy` (`rl.policy.Policy`) on `cfg.data.dev`
     (`cfg` a TrainConfig)."""
-    from ..eval import default_scoring, read_lines, run_eval, score_line, write_report
+    from ..eval import agent_record, default_scoring, read_lines, run_eval, score_line, write_report
     from ..metrics import aggregate
     from .data import expand_files
     from .rollout import policy_agent
@@ -51,27 +49,23 @@ def validate(policy, cfg, *, out_dir: Path, step: int) -> dict[str, Any]:
     t0 = time.perf_counter()
 
     def make_agent(method: str):
-        return policy_agent(policy.model, policy.tokenizer, cfg.rollout, seed=cfg.seed,
-                            compat=cfg.agent_compat, temperature=e.temperature, top_p=e.top_p,
-                            max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+        return policy_agent(policy.model, policy.tokenizer, cfg.rollout, cfg.agent, seed=cfg.seed,
+                            temperature=e.temperature, top_p=e.top_p,
+                            max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                            autocast=policy.autocast)
 
     run_config = {
-        "model": f"{policy.name}@step-{step}", "method": cfg.rollout.method,
-        "chunk_size": cfg.rollout.chunk_size,
+        "model": f"{policy.name}@step-{step}", **agent_record(cfg.agent),
         "max_new_tokens": e.max_new_tokens or cfg.rollout.max_new_tokens,
-        "temperature": e.temperature, "top_p": e.top_p, "seed": cfg.seed,
-        "retriever": cfg.rollout.retriever, "top_k": cfg.rollout.top_k,
-        "answer_format": cfg.rollout.answer_format, "compat": cfg.compat,
-        "compat_switches": cfg.agent_compat.active(),
+        "temperature": e.temperature, "top_p": e.top_p, "seed": cfg.seed, "compat": cfg.compat,
     }
-    with torch.autocast(device_type=policy.device.type, dtype=torch.bfloat16, enabled=policy.autocast):
-        run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
-                 methods=[cfg.rollout.method], out_dir=out_dir, config=run_config,
-                 limit=e.max_items, concurrency=e.batch_size)
+    run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
+             methods=[cfg.agent.method], out_dir=out_dir, config=run_config,
+             limit=e.max_items, concurrency=e.batch_size)
     lines = read_lines(out_dir)
     write_report(out_dir)
     mode = default_scoring(run_config)
-    agg = aggregate([score_line(x, mode, cfg.rollout.answer_format) for x in lines])
+    agg = aggregate([score_line(x, mode, cfg.agent.answer_format) for x in lines])
 
     def frac(key: str) -> float | None:
         return None if agg[key] is None else agg[key] / 100.0

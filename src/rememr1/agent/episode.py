@@ -1,0 +1,326 @@
+"""One episode: a (document, question) pair being answered, step by step.
+
+    state, what = transition(state, reply, method=METHODS["rememr1"], question=q, retriever=r)
+    episode = agent.episode(document, question)
+    request = episode.next_request()          # the prompt of the next step
+    record = episode.consume(generation)      # the reply: state moves on, a StepRecord is made
+
+`transition` turns (state, reply) into the next state; it is the only place that does so,
+and inference, evaluation, RL rollouts and the verl agent loop all go through it (via
+`Episode.consume`). An Episode never calls a model: the engine (`agent.engine`) does, for
+many episodes at once, each at its own pace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from ..backends.base import ChatRequest, Generation
+from ..chunking import Chunk, TokenizedDocument
+from ..compat import AgentCompat
+from ..errors import InputError
+from ..memory import Retriever, make_retriever
+from ..protocol import (
+    answer_of,
+    memory_from_reply,
+    official_memory,
+    official_recall_query,
+    parse_reply,
+    render_prompt,
+)
+from ..records import FINAL_STEP, MEMORY_STEP, AnswerResult, RecallHit, StepRecord, Usage
+from .methods import Method
+
+if TYPE_CHECKING:
+    from .core import Agent
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What the agent knows before a memory step.
+
+    `history` holds the memories written so far, in order (each distinct memory once
+    under the `memory_set` compatibility switch); `history_steps[i]` is the step that
+    wrote `history[i]`. `memory` is the latest memory ("" before the first step);
+    `recalled` is what the next prompt shows as recalled memory.
+    """
+
+    step: int = 0
+    memory: str = ""
+    recalled: tuple[RecallHit, ...] = ()
+    history: tuple[str, ...] = ()
+    history_steps: tuple[int, ...] = ()  # default: memory i was written by step i
+
+    def __post_init__(self) -> None:
+        if not self.history_steps and self.history:
+            object.__setattr__(self, "history_steps", tuple(range(len(self.history))))
+        if len(self.history_steps) != len(self.history):
+            raise ValueError("history_steps must name the step of every history entry")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one memory step did, as read from the model's reply."""
+
+    thinking: str | None
+    memory: str
+    query: str | None
+    hits: tuple[RecallHit, ...]
+    n_update: int
+    n_recall: int
+    update_closed: bool
+
+
+NO_COMPAT = AgentCompat()
+
+
+def transition(
+    state: AgentState,
+    reply: str,
+    *,
+    method: Method,
+    question: str,
+    retriever: Retriever | None,
+    top_k: int = 1,
+    fallback: str = "keep",
+    compat: AgentCompat = NO_COMPAT,
+) -> tuple[AgentState, Transition]:
+    """(state, model reply) -> next state. The one state-transition function.
+
+    The new memory is the reply's <update> (or the fallback); the query its first
+    <recall> (rule-callback: the question). The query is searched over the memories of
+    *earlier* steps: the history as it was before this step's memory is appended
+    (`compat.recall_current`: after, so the new memory is a candidate too). The retriever
+    is an append-only index of the history; `sync` brings it to the candidates, so the
+    result depends only on the state, never on what the retriever saw before. `compat`
+    switches the other official-code behaviours (`rememr1.compat`).
+    """
+    parsed = parse_reply(reply)
+    if compat.whole_reply_memory:
+        memory = official_memory(reply)
+    else:
+        memory = memory_from_reply(parsed, reply, state.memory, fallback)
+    query: str | None = None
+    if method.recall:
+        if method.query_from_question:
+            query = question
+        elif compat.official_recall:
+            query = official_recall_query(reply)
+        else:
+            query = parsed.recall
+    history, steps = state.history, state.history_steps
+    if not (compat.memory_set and memory in history):
+        history, steps = history + (memory,), steps + (state.step,)
+    candidates = len(history) if compat.recall_current else len(state.history)
+    hits: tuple[RecallHit, ...] = ()
+    if query is not None and retriever is not None and candidates:
+        retriever.sync(history[:candidates])
+        hits = tuple(
+            replace(h, step=steps[h.step])  # index in the history -> the step that wrote it
+            for h in retriever.search(query, k=top_k, limit=candidates)
+        )
+    nxt = AgentState(
+        step=state.step + 1,
+        memory=memory,
+        recalled=hits,
+        history=history,
+        history_steps=steps,
+    )
+    return nxt, Transition(
+        thinking=parsed.thinking,
+        memory=memory,
+        query=query,
+        hits=hits,
+        n_update=parsed.n_update,
+        n_recall=parsed.n_recall,
+        update_closed=parsed.update_closed,
+    )
+
+
+def recalled_text(hits: Sequence[RecallHit]) -> str:
+    """How recalled memories are shown: one hit as is; several separated, oldest first."""
+    if len(hits) <= 1:
+        return hits[0].text if hits else ""
+    ordered = sorted(hits, key=lambda h: h.step)
+    return "\n\n".join(f"[memory from section {h.step + 1}]\n{h.text}" for h in ordered)
+
+
+def request_seed(seed: int | None, sample: int, step: int) -> int | None:
+    """A per-request seed that depends on (seed, sample, step) only, so results do not
+    depend on how requests were batched."""
+    if seed is None:
+        return None
+    h = hashlib.blake2b(f"{seed}/{sample}/{step}".encode(), digest_size=4).digest()
+    return int.from_bytes(h, "little") & 0x7FFFFFFF
+
+
+
+class Episode:
+    """One (document, question) pair being answered: yields requests, consumes replies."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        document: str | Iterable[str],
+        question: str,
+        *,
+        index: int = 0,
+        sample_id: str | None = None,
+        tag: object = None,
+    ) -> None:
+        """`index` seeds the per-step sampling; `tag` is any object the caller wants to
+        find on the episode again (evaluation keeps its sample there)."""
+        if not question or not question.strip():
+            raise InputError("the question is empty")
+        self.agent = agent
+        self.question = question.strip()
+        self.index = index
+        self.sample_id = sample_id
+        self.tag = tag
+        self.method = agent.method
+        self.state = AgentState()
+        self.records: list[StepRecord] = []
+        self.answer: str | None = None
+        self.error: str | None = None
+        self.done = False
+        self.started = time.perf_counter()
+        self.finished_at: float | None = None
+        self.doc = TokenizedDocument(
+            document, agent.backend.tokenizer, max_tokens=agent.config.max_context_tokens
+        )
+        self.retriever = agent.make_retriever() if self.method.recall else None
+        if self.method.single_prompt is None:
+            self.spans = self.doc.spans(agent.chunk_size)
+        else:
+            self.spans = []
+        self._pending: tuple[ChatRequest, str, Chunk | None] | None = None
+
+    @property
+    def n_steps(self) -> int:
+        """Model calls this episode makes in all: memory steps plus the final step."""
+        return len(self.spans) + 1
+
+    def _chunk(self, i: int) -> Chunk:
+        s, e = self.spans[i]
+        return Chunk(i, s, e, self.doc.decode(s, e))
+
+    def next_request(self) -> ChatRequest | None:
+        if self.done:
+            return None
+        t = self.state.step
+        tpl = self.agent.templates
+        chunk: Chunk | None = None
+        if self.method.single_prompt is not None:
+            kind = FINAL_STEP
+            prompt = render_prompt(tpl.final, problem=self.question, section=self._context())
+        else:
+            shown = dict(  # memory None before the first step: the placeholder
+                problem=self.question,
+                memory=self.state.memory if t > 0 else None,
+                recalled=recalled_text(self.state.recalled),
+                verbatim_memory=self.agent.config.compat.verbatim_memory,
+            )
+            if t < len(self.spans):
+                kind = MEMORY_STEP
+                chunk = self._chunk(t)
+                prompt = render_prompt(tpl.step, section=chunk.text, **shown)
+            else:
+                kind = FINAL_STEP
+                prompt = render_prompt(tpl.final, **shown)
+        req = ChatRequest(
+            messages=[{"role": "user", "content": prompt}],
+            seed=request_seed(self.agent.sampling.seed, self.index, t),
+        )
+        self._pending = (req, kind, chunk)
+        return req
+
+    def _context(self) -> str:
+        """The document for single-prompt methods, fitted to the model's window."""
+        budget = self.agent.single_prompt_budget()
+        if self.method.single_prompt == "full":
+            n = len(self.doc)
+            if n <= budget:
+                return self.doc.text()
+            head = budget // 2  # middle truncation: keep both ends
+            return self.doc.decode(0, head) + "\n...\n" + self.doc.decode(n - (budget - head), n)
+        # rag: top-k chunks by the question, shown in document order
+        cfg = self.agent.config
+        spans = self.doc.spans(cfg.rag_chunk_size)
+        k = max(1, min(cfg.rag_top_k, budget // cfg.rag_chunk_size))
+        retriever = make_retriever(cfg.retriever)
+        texts = [self.doc.decode(s, e) for s, e in spans]
+        for text in texts:
+            retriever.add(text)
+        hits = retriever.search(self.question, k=k) or [RecallHit(texts[0], 0, 0.0)]
+        return "\n\n".join(texts[h.step] for h in sorted(hits, key=lambda h: h.step))
+
+    def consume(self, gen: Generation) -> StepRecord:
+        """The model's reply to the pending request: the state moves on (memory steps go
+        through `transition`) and the step's record is built, once."""
+        assert self._pending is not None, "consume() without next_request()"
+        req, kind, chunk = self._pending
+        self._pending = None
+        before = self.state
+        cfg = self.agent.config
+        parsed = parse_reply(gen.text)
+        if kind == MEMORY_STEP:
+            self.state, tr = transition(
+                before, gen.text, method=self.method, question=self.question,
+                retriever=self.retriever, top_k=cfg.top_k, fallback=cfg.fallback, compat=cfg.compat,
+            )
+            outcome = dict(memory_after=tr.memory, thinking=tr.thinking, recall_query=tr.query,
+                           recall_hits=list(tr.hits), n_update=tr.n_update, n_recall=tr.n_recall,
+                           update_closed=tr.update_closed)
+        else:
+            self.answer = answer_of(gen.text, cfg.answer_format)
+            outcome = dict(memory_after=before.memory, thinking=parsed.thinking, answer=self.answer,
+                           n_boxed=parsed.n_boxed, n_recall=parsed.n_recall)
+            self.done = True
+            self.finished_at = time.perf_counter()
+        rec = StepRecord(
+            step=before.step,
+            kind=kind,
+            messages=list(req.messages),
+            reply=gen.text,
+            finish_reason=gen.finish_reason,
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens,
+            seconds=gen.seconds,
+            chunk=chunk.text if chunk else "",
+            chunk_span=(chunk.start, chunk.end) if chunk else None,
+            memory_before=before.memory,
+            recalled_in=list(before.recalled),
+            error=gen.error,
+            prompt_ids=gen.prompt_ids,
+            completion_ids=gen.completion_ids,
+            **outcome,
+        )
+        if gen.error and self.error is None:
+            self.error = gen.error
+        self.records.append(rec)
+        return rec
+
+    def result(self) -> AnswerResult:
+        usage = Usage()
+        for r in self.records:
+            usage.add(r)
+        usage.seconds = (self.finished_at or time.perf_counter()) - self.started
+        return AnswerResult(
+            question=self.question,
+            answer=self.answer,
+            steps=self.records,
+            usage=usage,
+            method=self.method.name,
+            document_tokens=self.doc.original_tokens,
+            n_chunks=len(self.spans),
+            truncated_document=self.doc.truncated,
+            error=self.error,
+            sample_id=self.sample_id,
+        )
+
+
+__all__ = ["AgentState", "Episode", "NO_COMPAT", "Transition", "recalled_text", "request_seed", "transition"]
