@@ -190,19 +190,23 @@ def show(results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", default="2,8,32", help="agent steps per episode")
+    ap.add_argument("--steps", default="2,8,32", help="agent steps per episode (empty: no grid)")
     ap.add_argument("--groups", default="2,4,8", help="rollouts per question")
     ap.add_argument("--chunk-size", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--baseline", default=None, help="git ref of a trainer to compare with")
     ap.add_argument("--cap-gb", type=float, default=18.0, help="kill a run above this RSS")
     ap.add_argument("--issue-command", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the saved results and replace only what this run measures")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if args.report:
         show(json.loads(RESULTS.read_text()))
         return
     results: dict = {"args": vars(args), "grid": {}}
+    if args.merge and RESULTS.exists():
+        results = {**json.loads(RESULTS.read_text()), "args": vars(args)}
     sources = {"this trainer": ROOT / "src"}
     tree = None
     if args.baseline:
@@ -211,6 +215,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for label, src in sources.items():
+            if not args.steps:
+                break
             rows = []
             for s in [int(x) for x in args.steps.split(",")]:
                 data = make_parquet(tmp / f"doc{s}.parquet", (s - 1) * args.chunk_size)
@@ -225,7 +231,8 @@ def main() -> None:
             results["issue_command"] = run_cell(ROOT / "src", data, tmp / "issue", steps_per_episode=19,
                                                 group=2, args=args, train_steps=2, chunk=256, new_tokens=48)
             print(json.dumps(results["issue_command"]), flush=True)
-    results["precision"] = precision_check(args)
+    if not (args.merge and "precision" in results):
+        results["precision"] = precision_check(args)
     if tree is not None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

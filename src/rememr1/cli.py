@@ -294,9 +294,8 @@ def eval_cmd(
     tokenizer: Optional[str] = TokenizerOpt,
 ) -> None:
     """Evaluate methods on data files; one JSON line per item, a table and a plot at the end."""
-    import glob
-
     import dataclasses
+    import glob
 
     from .agent import Agent, get_method
     from .backends import DEFAULT_CONCURRENCY
@@ -361,7 +360,22 @@ def eval_cmd(
                  retry_errors=retry_errors, on_item=on_item, on_total=progress.add_total)
     table, _ = write_report(out, mode=scoring)
     print(table)
-    err.print(f"results in {out} (report.md, summary.json, accuracy.png)")
+    err.print(f"results in {out} (report.md, report.html, summary.json, accuracy.png)")
+
+
+@app.command()
+def view(
+    source: Path = typer.Argument(..., help="An eval run directory or an `ask --trace` file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: report.html in the run directory, or TRACE.html)"),
+) -> None:
+    """Write one self-contained HTML page to browse a run: the table, the items, and each
+    item's memory step by step."""
+    from .viewer import write_viewer
+
+    path = write_viewer(source, out)
+    size = path.stat().st_size
+    print(path)
+    err.print(f"{size / 1e6:.1f} MB; open it in a browser (no network needed)")
 
 
 def make_sampling(method: str, max_new_tokens, temperature: float, top_p: float, seed):

@@ -6,7 +6,8 @@
 Layout of a run directory:
     OUT/config.json                 backend, model, sampling and agent options of the run
     OUT/{method}/{file_stem}.jsonl  one line per finished item, written as it finishes
-    OUT/report.md, OUT/summary.json, OUT/accuracy.png   written at the end / by --report
+    OUT/{method}/steps/{file_stem}.jsonl   its steps, for the run viewer (`steps_line`)
+    OUT/report.md, OUT/summary.json, OUT/accuracy.png, OUT/report.html   written at the end / by --report
 
 Each line carries what the original scorers read (`pred`, `response`, `judge_em`,
 `judge_sub_em`, `judge_f1`) plus ours (method, model, length, steps, tokens, seconds,
@@ -126,6 +127,33 @@ def item_line(sample, result: AnswerResult, *, method: str, model: str, source: 
     return line
 
 
+def steps_line(sample_id, steps: Sequence[StepRecord], names: dict[str, str]) -> dict:
+    """What the run viewer shows of an item's steps (written beside its result line):
+    per step its kind, chunk span, the memory it left, its recall query and the steps
+    whose memories came back (with scores), what the prompt showed as recalled, finish
+    reason, error, the answer of the final step, and for each tracked name (RevHop bridge
+    entities, the answer) whether it was in the chunk, in the new memory, and shown by a
+    recall while the memory lacked it."""
+    keys = {role: normalize_answer(name) for role, name in names.items() if normalize_answer(name)}
+    out = []
+    for r in steps:
+        entry: dict[str, Any] = {
+            "step": r.step, "kind": str(r.kind), "span": list(r.chunk_span) if r.chunk_span else None,
+            "memory": r.memory_after, "query": r.recall_query,
+            "hits": [[h.step, round(h.score, 4)] for h in r.recall_hits],
+            "recalled_in": [h.step for h in r.recalled_in], "finish": r.finish_reason,
+            "error": r.error, "answer": r.answer, "tokens": r.completion_tokens,
+        }
+        if keys:
+            chunk, memory = normalize_answer(r.chunk), normalize_answer(r.memory_after)
+            before = normalize_answer(r.memory_before)
+            recalled = normalize_answer(" ".join(h.text for h in r.recalled_in))
+            entry["entities"] = {role: [key in chunk, key in memory, key in recalled and key not in before]
+                                 for role, key in keys.items()}
+        out.append(entry)
+    return {"id": str(sample_id), "names": names, "steps": out}
+
+
 def failed_line(sample, error: str, *, method: str, model: str, source: str) -> dict:
     s = score(None, sample.answers)
     return {
@@ -139,10 +167,12 @@ def failed_line(sample, error: str, *, method: str, model: str, source: str) -> 
 
 
 class ResultFile:
-    """An append-only JSONL file of item lines that survives being killed mid-write."""
+    """An append-only JSONL file of item lines that survives being killed mid-write, with
+    an optional companion file (`steps`) for the items' step lines."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, steps: Path | None = None) -> None:
         self.path = path
+        self.steps = ResultFile(steps) if steps is not None else None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         if path.exists():
@@ -182,6 +212,8 @@ class ResultFile:
 
     def close(self) -> None:
         self._fh.close()
+        if self.steps is not None:
+            self.steps.close()
 
 
 def read_lines(out_dir: Path) -> list[dict]:
@@ -259,7 +291,8 @@ def run_eval(
     plan = []
     for method in methods:
         for path, samples in datasets:
-            rf = ResultFile(out / method / f"{path.stem}.jsonl")
+            rf = ResultFile(out / method / f"{path.stem}.jsonl",
+                            steps=out / method / "steps" / f"{path.stem}.jsonl")
             if retry_errors:
                 rf.drop_errors()
             todo = [s for s in samples if str(s.id) not in rf.done]
@@ -276,7 +309,11 @@ def run_eval(
 
             eps = _episodes(agent, todo, rf, method=method, model=model, source=src, on_item=on_item)
             for ep in agent.run_iter(eps, on_step=on_step, concurrency=concurrency):
-                line = item_line(ep.tag, ep.result(), method=method, model=model, source=src)
+                result = ep.result()
+                line = item_line(ep.tag, result, method=method, model=model, source=src)
+                # steps first: the result line is what marks the item done on resume
+                rf.steps.write(steps_line(ep.tag.id, result.steps,
+                                          diagnostic_names(ep.tag.metadata, ep.tag.answers)))
                 rf.write(line)
                 if on_item:
                     on_item(line)
@@ -412,8 +449,8 @@ def default_scoring(config: dict) -> str:
 
 
 def write_report(out_dir: str | Path, *, mode: str | None = None) -> tuple[str, list[dict]]:
-    """Table, summary JSON and plot from the saved lines of a run directory. `mode` None:
-    the run's default (`default_scoring`)."""
+    """Table, summary JSON, plot and the HTML viewer (`report.html`) from the saved lines
+    of a run directory. `mode` None: the run's default (`default_scoring`)."""
     out = Path(out_dir)
     if not out.is_dir():
         raise InputError(f"no such run directory: {out}")
@@ -427,6 +464,9 @@ def write_report(out_dir: str | Path, *, mode: str | None = None) -> tuple[str, 
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
     (out / "summary.json").write_text(json.dumps({"mode": mode, "rows": rows}, indent=2))
     plot(rows, out / "accuracy.png", mode)
+    from .viewer import write_report_html
+
+    write_report_html(out)
     return table, rows
 
 
