@@ -3,7 +3,7 @@ one-coroutine-per-item reference client, on the same simulated server; and the h
 backend's dynamic batching against its raw batched throughput.
 
     python bench/scheduling.py                      # server part (~2 min) + hf part (~5 min)
-    python bench/scheduling.py --skip-hf            # server part only
+    python bench/scheduling.py --skip-hf            # server part only (keeps the saved hf part)
     python bench/scheduling.py --report             # reprint the saved tables
 
 Server part: an OpenAI-compatible HTTP server in this process (FastAPI + uvicorn) answers
@@ -55,6 +55,7 @@ class SimServer:
     def __init__(self, *, mean: float, sigma: float, seed: int):
         self.mean, self.sigma, self.seed = mean, sigma, seed
         self.in_flight = self.peak = self.requests = 0
+        self.chain: dict[str, float] = {}  # summed latency of each item's requests
         self.port = _free_port()
         self._server = None
 
@@ -80,8 +81,12 @@ class SimServer:
             self.requests += 1
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
+            key = _work_key(prompt)
+            latency = self.latency(key)
+            question = key.split("|")[0]
+            self.chain[question] = self.chain.get(question, 0.0) + latency
             try:
-                await asyncio.sleep(self.latency(_work_key(prompt)))
+                await asyncio.sleep(latency)
             finally:
                 self.in_flight -= 1
             text = ("<update>the harbour log lists ships</update>" if "<section>" in prompt
@@ -111,6 +116,12 @@ class SimServer:
 
     def reset(self) -> None:
         self.peak = self.requests = 0
+        self.chain = {}
+
+    @property
+    def critical_path(self) -> float:
+        """The slowest item's summed latency: no client can finish all items sooner."""
+        return max(self.chain.values(), default=0.0)
 
     @property
     def url(self) -> str:
@@ -237,7 +248,7 @@ def server_part(args) -> list[dict]:
                 wall = fn(server.url, work, concurrency=c, chunk=args.chunk_size, **kwargs)
                 rows.append({"client": name, "concurrency": c, "wall_s": wall,
                              "items_per_s": len(work) / wall, "requests": server.requests,
-                             "peak_in_flight": server.peak})
+                             "peak_in_flight": server.peak, "critical_path_s": server.critical_path})
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         server.stop()
@@ -291,12 +302,14 @@ def show(results: dict) -> None:
         a = results["args"]
         t = Table(title=f"{a['items']} items x {a['chunks'] + 1} requests, simulated server "
                         f"(latency log-normal, mean {a['latency']} s, sigma {a['sigma']})")
-        for col in ("concurrency", "client", "wall s", "items/s", "peak in flight", "vs reference"):
+        for col in ("concurrency", "client", "wall s", "items/s", "peak in flight", "vs reference",
+                    "slowest item's latency s"):
             t.add_column(col, justify="right")
         ref = {r["concurrency"]: r["wall_s"] for r in rows if r["client"] == "reference"}
         for r in rows:
             t.add_row(str(r["concurrency"]), r["client"], f"{r['wall_s']:.2f}", f"{r['items_per_s']:.2f}",
-                      str(r["peak_in_flight"]), f"{r['wall_s'] / ref[r['concurrency']]:.2f}x")
+                      str(r["peak_in_flight"]), f"{r['wall_s'] / ref[r['concurrency']]:.2f}x",
+                      f"{r.get('critical_path_s', float('nan')):.2f}")
         console.print(t)
     hf = results.get("hf")
     if hf:
@@ -333,6 +346,8 @@ def main() -> None:
     results = {"args": vars(args), "server": server_part(args)}
     if not args.skip_hf:
         results["hf"] = hf_part(args)
+    elif RESULTS.exists() and "hf" in (old := json.loads(RESULTS.read_text())):
+        results["hf"] = old["hf"]  # keep the last hf measurement
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     show(results)

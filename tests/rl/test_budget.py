@@ -16,8 +16,8 @@ def test_need_and_fit_are_inverse():
     assert plan.fits(plan.need(1234)) == 1234
     assert plan.fits(GB) == 0
     assert plan.default_budget(100 * GB, "cuda") == 16384  # capped per device type
-    assert plan.default_budget(100 * GB, "cpu") == 2048
-    assert plan.default_budget(int(2 * (2 * GB + 1500 * 1_000_000)), "cpu") == 1500
+    assert plan.default_budget(100 * GB, "cpu") == 1024
+    assert plan.default_budget(int(2 * (2 * GB + 900 * 1_000_000)), "cpu") == 900
 
 
 def test_check_refuses_with_a_suggestion():

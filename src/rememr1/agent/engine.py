@@ -75,6 +75,7 @@ async def drive(
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+        await backend.release_loop()
 
 
 def run_sync(agen_factory: Callable[[], AsyncIterator[Episode]]) -> Iterator[Episode]:

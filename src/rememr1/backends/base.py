@@ -184,6 +184,10 @@ class Backend(ABC):
             return await self._batcher().submit(request, sampling)
         return (await asyncio.to_thread(self.generate, [request], sampling))[0]
 
+    async def release_loop(self) -> None:  # noqa: B027 - optional hook
+        """Free what `asubmit` bound to the running event loop (clients, connections); the
+        engine calls it when it is done with the loop."""
+
     async def agenerate(
         self, requests: Sequence[ChatRequest], sampling: SamplingParams
     ) -> list[Generation]:
@@ -207,12 +211,19 @@ class Backend(ABC):
         window, the seed (request's, else the sampling's). A request that cannot run comes
         back as its final Generation (template error, prompt over the window, no room)."""
         start = time.perf_counter()
+        cap = request.max_new_tokens if request.max_new_tokens is not None else sampling.max_new_tokens
         try:
             ids = self.prompt_ids(request)
-            n = len(ids) if ids is not None else self.count_prompt_tokens(request)
+            if ids is not None:
+                n = len(ids)
+            else:
+                # A token covers at least one byte: when even the byte count fits, skip
+                # tokenizing (the server reports the real count); estimate ~4 bytes/token.
+                upper = sum(len(str(m.get("content", "")).encode()) for m in request.messages)
+                upper += 16 * len(request.messages)
+                n = upper // 4 if upper + cap <= self.context_window else self.count_prompt_tokens(request)
         except Exception as exc:  # a template error concerns this request only
             return error_generation(f"cannot apply the chat template: {exc}", start)
-        cap = request.max_new_tokens if request.max_new_tokens is not None else sampling.max_new_tokens
         max_new = clamp_max_new_tokens(n, cap, self.context_window)
         if max_new is None:
             note = "" if ids is not None else " (estimated)"

@@ -130,6 +130,7 @@ class OpenAIBackend(Backend):
         self._client: Any = None
         self._semaphore: asyncio.Semaphore | None = None
         self._start_lock = threading.Lock()
+        self._loop_clients: dict[Any, tuple[Any, asyncio.Semaphore]] = {}  # asubmit's, per caller loop
 
     # -- Backend interface -------------------------------------------------------------
 
@@ -169,15 +170,31 @@ class OpenAIBackend(Backend):
             raise exc.error from None
 
     async def asubmit(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
-        """One request on the async client (the backend's own event loop, bounded by the
-        concurrency semaphore), awaited from any loop."""
+        """One request on an async client bound to the caller's own event loop (no thread
+        hop), at most `concurrency` in flight per loop."""
         if self._tokenizer is None:
             await asyncio.to_thread(self._prepare, [request])
-        future = asyncio.run_coroutine_threadsafe(self._one(request, sampling), self._ensure_loop())
+        client, semaphore = self._loop_client(asyncio.get_running_loop())
         try:
-            return await asyncio.wrap_future(future)
+            return await self._one(request, sampling, client, semaphore)
         except _Fatal as exc:
             raise exc.error from None
+
+    async def release_loop(self) -> None:
+        """Close the client `asubmit` opened on the running loop (the engine calls this
+        before its loop ends)."""
+        pair = self._loop_clients.pop(asyncio.get_running_loop(), None)
+        if pair is not None:
+            await pair[0].close()
+
+    def _loop_client(self, loop):
+        pair = self._loop_clients.get(loop)
+        if pair is None:
+            openai = _import_openai()
+            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
+                                        timeout=self.timeout, max_retries=self.max_retries)
+            pair = self._loop_clients[loop] = (client, asyncio.Semaphore(self.concurrency))
+        return pair
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread
@@ -262,7 +279,8 @@ class OpenAIBackend(Backend):
     async def _run_batch(self, requests: Sequence[ChatRequest], sampling: SamplingParams) -> list[Generation]:
         if not requests:
             return []
-        tasks = [asyncio.ensure_future(self._one(req, sampling)) for req in requests]
+        client, semaphore = self._client_and_semaphore()
+        tasks = [asyncio.ensure_future(self._one(req, sampling, client, semaphore)) for req in requests]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         failed = next((t for t in tasks if t in done and not t.cancelled() and t.exception()), None)
         if failed is not None:
@@ -272,9 +290,8 @@ class OpenAIBackend(Backend):
             raise failed.exception()
         return [t.result() for t in tasks]
 
-    async def _one(self, request: ChatRequest, sampling: SamplingParams) -> Generation:
+    async def _one(self, request: ChatRequest, sampling: SamplingParams, client, semaphore) -> Generation:
         openai = _import_openai()
-        client, semaphore = self._client_and_semaphore()
         plan = self.plan(request, sampling)
         if isinstance(plan, Generation):
             return plan

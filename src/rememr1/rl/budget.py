@@ -23,10 +23,12 @@ from ..errors import InputError
 from .sequences import LOGIT_CHUNK_BYTES
 
 SAFETY = 1.25
-# The default budget's ceiling: on CPU throughput peaks near 2K tokens per micro-batch
-# (measured on the built-in model, bf16 autocast: 310 / 416 / 459 / 288 tokens/s at
-# 512 / 1K / 2K / 4K tokens), so more only costs memory; GPUs keep gaining up to ~16K.
-MAX_DEFAULT_BUDGET = {"cpu": 2048, "cuda": 16384}
+# The default budget's ceiling. On CPU, forward + backward throughput of the built-in model
+# (bf16 autocast) was 310 / 320-416 / 400-459 / 288 tokens/s at 512 / 1K / 2K / 4K tokens
+# per micro-batch, while the step's peak memory grows ~1.4 MB per token: 1K keeps the
+# issue-11 training command under 6 GB for 10-20% less speed than 2K (raise
+# optim.max_tokens_per_micro_batch where memory allows). GPUs keep gaining up to ~16K.
+MAX_DEFAULT_BUDGET = {"cpu": 1024, "cuda": 16384}
 # Share of the free memory the default budget may plan for.
 DEFAULT_SHARE = 0.5
 

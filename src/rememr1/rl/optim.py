@@ -6,7 +6,7 @@ constant learning rate, gradient clipping, and how an update is cut into passes.
 `mini_batch_size` questions (with all their rollouts' steps) make one optimizer update;
 each update's sequences are packed into micro-batches of at most
 `max_tokens_per_micro_batch` padded tokens (None: what fits in half the free memory, at
-most 2K tokens on CPU and 16K on a GPU, `rl.budget`), whose gradients are accumulated.
+most 1K tokens on CPU and 16K on a GPU, `rl.budget`), whose gradients are accumulated.
 """
 
 from __future__ import annotations
