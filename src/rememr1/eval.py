@@ -216,15 +216,22 @@ class ResultFile:
             self.steps.close()
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The lines of one JSONL file ([] if it does not exist); a line cut by a crash is skipped."""
+    out = []
+    if not path.exists():
+        return out
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            continue
+    return out
+
+
 def read_lines(out_dir: Path) -> list[dict]:
-    lines = []
-    for path in sorted(Path(out_dir).glob("*/*.jsonl")):
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-    return lines
+    """Every result line of a run directory (`OUT/{method}/{file}.jsonl`)."""
+    return [line for path in sorted(Path(out_dir).glob("*/*.jsonl")) for line in read_jsonl(path)]
 
 
 # ------------------------------------------------------------------------------- run

@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..eval import read_jsonl
 
 
 class _Texts:
@@ -34,18 +34,6 @@ class _Texts:
             self._index[text] = len(self.values)
             self.values.append(text)
         return self._index[text]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if not path.exists():
-        return out
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            continue  # a line cut by a crash
-    return out
 
 
 def _steps(entries: list[dict], texts: _Texts) -> list[dict]:
@@ -68,9 +56,9 @@ def load_run(run: Path) -> dict[str, Any]:
     lines_all: list[dict] = []
     for path in sorted(run.glob("*/*.jsonl")):
         method = path.parent.name
-        steps_by_id = {str(s["id"]): s for s in _read_jsonl(path.parent / "steps" / path.name)}
+        steps_by_id = {str(s["id"]): s for s in read_jsonl(path.parent / "steps" / path.name)}
         latest: dict[str, dict] = {}
-        for line in _read_jsonl(path):
+        for line in read_jsonl(path):
             latest[str(line.get("id"))] = line
         for key, line in latest.items():
             lines_all.append(line)
@@ -95,7 +83,7 @@ def load_run(run: Path) -> dict[str, Any]:
 
 
 def load_trace(path: Path) -> dict[str, Any]:
-    records = _read_jsonl(path)
+    records = read_jsonl(path)
     steps = [r for r in records if r.get("type") != "result"]
     result = next((r for r in records if r.get("type") == "result"), {})
     if not steps:
