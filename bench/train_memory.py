@@ -158,7 +158,8 @@ def show(results: dict) -> None:
     console = Console()
     for label, rows in results.get("grid", {}).items():
         table = Table(title=f"one RL step, built-in model, CPU: {label}")
-        for col in ("steps/episode", "G", "sequences", "tokens", "peak RSS GB", "s/step", "micro-batches"):
+        for col in ("steps/episode", "G", "sequences", "tokens", "peak RSS GB", "s/step", "micro-batches",
+                    "token budget"):
             table.add_column(col, justify="right")
         for r in rows:
             peak = f"> {r['peak_gb']:.1f} (killed)" if r.get("killed") else f"{r['peak_gb']:.2f}"
@@ -167,7 +168,7 @@ def show(results: dict) -> None:
             table.add_row(str(r["steps_per_episode"]), str(r["group_size"]), str(r.get("sequences", "")),
                           str(r.get("tokens", "")), peak,
                           f"{r['seconds_step']:.0f}" if "seconds_step" in r else "-",
-                          str(r.get("micro_batches", "")))
+                          str(r.get("micro_batches", "")), str(r.get("budget", "")))
         console.print(table)
         done = {(r["steps_per_episode"], r["group_size"]): r for r in rows}
         lo, hi = done.get((2, 2)), done.get((32, 8))
@@ -192,6 +193,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", default="2,8,32", help="agent steps per episode (empty: no grid)")
     ap.add_argument("--groups", default="2,4,8", help="rollouts per question")
+    ap.add_argument("--cells", default=None, help="only these cells, e.g. 2x2,32x8 (steps x G)")
+    ap.add_argument("--label", default="this trainer", help="the grid's name in the results")
     ap.add_argument("--chunk-size", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--baseline", default=None, help="git ref of a trainer to compare with")
@@ -207,7 +210,7 @@ def main() -> None:
     results: dict = {"args": vars(args), "grid": {}}
     if args.merge and RESULTS.exists():
         results = {**json.loads(RESULTS.read_text()), "args": vars(args)}
-    sources = {"this trainer": ROOT / "src"}
+    sources = {args.label: ROOT / "src"}
     tree = None
     if args.baseline:
         tree = worktree(args.baseline)
@@ -218,9 +221,11 @@ def main() -> None:
             if not args.steps:
                 break
             rows = []
-            for s in [int(x) for x in args.steps.split(",")]:
+            cells = ([tuple(int(v) for v in c.split("x")) for c in args.cells.split(",")] if args.cells else
+                     [(s, g) for s in map(int, args.steps.split(",")) for g in map(int, args.groups.split(","))])
+            for s in sorted({s for s, _ in cells}):
                 data = make_parquet(tmp / f"doc{s}.parquet", (s - 1) * args.chunk_size)
-                for g in [int(x) for x in args.groups.split(",")]:
+                for g in [g for s2, g in cells if s2 == s]:
                     out = tmp / f"{label.replace(' ', '_')}-{s}-{g}"
                     row = run_cell(src, data, out, steps_per_episode=s, group=g, args=args)
                     rows.append(row)
