@@ -9,7 +9,7 @@ VERL_PY := $(VERL_VENV)/bin/python
 # torch is pinned first so pip takes the local CPU build instead of a multi-GB CUDA one.
 TORCH ?= torch==2.13.0
 # llama-cpp-python compiles llama.cpp here, once, into .whl/ (both environments install
-# that wheel). Tuned to the host CPU (-march=native) it crashed (SIGSEGV in batched prompt
+# that wheel; pip prefers it to the sdist of the same version). Tuned to the host CPU (-march=native) it crashed (SIGSEGV in batched prompt
 # evaluation) on machines that report AMX but run in a VM without it; a build for AVX2
 # (any x86-64 CPU since 2013) ran as fast as AVX-512 there. LLAMA_CMAKE_ARGS= builds for
 # the host CPU instead.
@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q "$(TORCH)"
 	test -n "$$(ls .whl/llama_cpp_python-*.whl 2>/dev/null)" || \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir -w .whl "$(LLAMA)"
-	$(PIP) install -q --no-index --find-links .whl llama-cpp-python
+	$(PIP) install -q --find-links .whl "$(LLAMA)"
 	$(PIP) install -q --find-links .whl -e ".[all,test]"
 	touch $@
 
@@ -38,7 +38,7 @@ $(VERL_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	test -x $(VERL_PY) || python3 -m venv $(VERL_VENV)
 	$(VERL_PY) -m pip install -q --upgrade pip
 	$(VERL_PY) -m pip install -q "$(TORCH)"
-	$(VERL_PY) -m pip install -q --no-index --find-links .whl llama-cpp-python
+	$(VERL_PY) -m pip install -q --find-links .whl "$(LLAMA)"
 	$(VERL_PY) -m pip install -q --find-links .whl -e ".[verl,test]"
 	touch $@
 
