@@ -9,10 +9,10 @@ VERL_PY := $(VERL_VENV)/bin/python
 # torch is pinned first so pip takes the local CPU build instead of a multi-GB CUDA one.
 TORCH ?= torch==2.13.0
 # llama-cpp-python compiles llama.cpp here, once, into .whl/ (both environments install
-# that wheel; pip prefers it to the sdist of the same version). Tuned to the host CPU (-march=native) it crashed (SIGSEGV in batched prompt
-# evaluation) on machines that report AMX but run in a VM without it; a build for AVX2
-# (any x86-64 CPU since 2013) ran as fast as AVX-512 there. LLAMA_CMAKE_ARGS= builds for
-# the host CPU instead.
+# that wheel; pip prefers it to the sdist of the same version). Tuned to the host CPU
+# (-march=native) it crashed (SIGSEGV in batched prompt evaluation) on machines that
+# report AMX but run in a VM without it; a build for AVX2 (any x86-64 CPU since 2013) ran
+# as fast as AVX-512 there. LLAMA_CMAKE_ARGS= builds for the host CPU instead.
 LLAMA ?= llama-cpp-python==0.3.36
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
