@@ -182,7 +182,8 @@ def test_tiny_end_to_end_eval_with_builtin_model(tmp_path):
     assert len(lines) == 4
     assert {(x["method"], x["length"]) for x in lines} == {("rememr1", "2k"), ("memagent", "2k")}
     for x in lines:
-        assert x["steps"] == x["n_chunks"] + 1 >= 3 and x["model"] == "SmolLM2-135M-Instruct"
+        assert x["steps"] == x["n_chunks"] + 1 >= 3
+        assert x["model"] == "SmolLM2-135M-Instruct+lora"  # the packaged adapter, by default
         assert set(x["diagnostics"]) >= {"bridge_1", "answer"}
     summary = json.loads((out / "summary.json").read_text())
     for row in summary["rows"]:
@@ -206,3 +207,15 @@ def test_retry_errors_drops_failed_lines(tmp_path):
     rf.write({"id": "b", "error": None})
     rf.close()
     assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b"]
+
+
+def test_steps_line_marks_well_formed_updates(scripted):
+    from rememr1.agent import Agent
+    from rememr1.eval import steps_line
+
+    replies = iter(["<update>kept one</update>", "no tags at all", "<update>a</update><update>b</update>",
+                    "<update>cut off", "\\boxed{x}"])
+    agent = Agent(scripted(lambda prompt, i: next(replies)), chunk_size=10)
+    result = agent.answer("word " * 8, "Which word?")
+    line = steps_line("id", result.steps, {})
+    assert [s["update_ok"] for s in line["steps"]] == [True, False, False, False, None]

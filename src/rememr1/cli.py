@@ -32,9 +32,10 @@ from .data.cli import app as data_app  # noqa: E402  (light: heavy imports happe
 
 app.add_typer(data_app, name="data", help="Build evaluation and training data (RevHop, long-context HotpotQA).")
 
-from .rl.cli import train  # noqa: E402
+from .rl.cli import sft, train  # noqa: E402
 
 app.command("train", help="Train the memory agent with RL and multi-level rewards (GRPO-style).")(train)
+app.command("sft", help="Supervised warm-start on oracle traces (LoRA or full), before RL.")(sft)
 
 
 def read_document(path: str, encoding: str = "utf-8") -> str:
@@ -72,8 +73,12 @@ def read_document(path: str, encoding: str = "utf-8") -> str:
 def backend_options(
     backend: str, model: Optional[str], base_url: Optional[str], api_key: Optional[str],
     dtype: str, device: str, concurrency: int, timeout: float, tokenizer: Optional[str],
+    adapter: Optional[str] = None, no_adapter: bool = False,
 ):
     from .backends import load_backend
+
+    if adapter is not None and no_adapter:
+        raise InputError("give --adapter PATH or --no-adapter, not both")
 
     return load_backend(
         backend,
@@ -85,6 +90,7 @@ def backend_options(
         concurrency=concurrency,
         timeout=timeout,
         tokenizer=tokenizer,
+        adapter=False if no_adapter else (adapter or True),
     )
 
 
@@ -105,6 +111,12 @@ ConcurrencyOpt = typer.Option(
 )
 TimeoutOpt = typer.Option(600.0, "--timeout", help="seconds per request (openai)")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="openai: local tokenizer (HF dir or .gguf) used for chunking")
+AdapterOpt = typer.Option(
+    None, "--adapter",
+    help="LoRA adapter to apply: a PEFT directory (`rememr1 sft` checkpoint; llamacpp converts it "
+    "to GGUF once) or a GGUF LoRA file (llamacpp). Default: the built-in model's packaged adapter.",
+)
+NoAdapterOpt = typer.Option(False, "--no-adapter", help="the built-in model without its packaged adapter")
 ChunkSizeOpt = typer.Option(None, "--chunk-size", help="tokens per chunk (default 5000, shrunk to fit the model's window)")
 MaxNewOpt = typer.Option(None, "--max-new-tokens", help="token budget per step (default 2048 rememr1, 1024 memagent)")
 MaxContextOpt = typer.Option(None, "--max-context-tokens", help="cap on document tokens (keeps the first and last halves)")
@@ -195,6 +207,8 @@ def ask(
     concurrency: Optional[int] = ConcurrencyOpt,
     timeout: float = TimeoutOpt,
     tokenizer: Optional[str] = TokenizerOpt,
+    adapter: Optional[str] = AdapterOpt,
+    no_adapter: bool = NoAdapterOpt,
 ) -> None:
     """Answer QUESTION about DOCUMENT; the answer goes to stdout."""
     from .progress import StepProgress
@@ -214,7 +228,8 @@ def ask(
     text = read_document(document, encoding)
     if not question.strip():
         raise InputError("the question is empty")
-    be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
+    be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer,
+                         adapter, no_adapter)
     with be:
         agent = Agent(be, config=cfg, sampling=sampling)
         episode = agent.episode(text, question)
@@ -292,6 +307,8 @@ def eval_cmd(
     concurrency: Optional[int] = ConcurrencyOpt,
     timeout: float = TimeoutOpt,
     tokenizer: Optional[str] = TokenizerOpt,
+    adapter: Optional[str] = AdapterOpt,
+    no_adapter: bool = NoAdapterOpt,
 ) -> None:
     """Evaluate methods on data files; one JSON line per item, a table and a plot at the end."""
     import dataclasses
@@ -337,7 +354,8 @@ def eval_cmd(
             if not Path(f).is_file():
                 raise InputError(f"no such file: {f}")
             files.append(f)
-    be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer)
+    be = backend_options(backend, model, base_url, api_key, dtype, device, concurrency, timeout, tokenizer,
+                         adapter, no_adapter)
     config = {"backend": backend, "model": be.model_name, **agent_record(base),
               "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
               "seed": seed, "compat": compat}

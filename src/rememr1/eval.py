@@ -30,7 +30,7 @@ from .agent import Agent, Episode, get_method
 from .data.records import agent_document
 from .errors import InputError
 from .metrics import SCORING_MODES, aggregate, normalize_answer, score, score_official
-from .records import AnswerResult, StepRecord
+from .records import MEMORY_STEP, AnswerResult, StepRecord
 
 def length_of(metadata: dict[str, Any]) -> str:
     """The context-length label an item is reported under: the target length in tokens
@@ -131,7 +131,8 @@ def steps_line(sample_id, steps: Sequence[StepRecord], names: dict[str, str]) ->
     """What the run viewer shows of an item's steps (written beside its result line):
     per step its kind, chunk span, the memory it left, its recall query and the steps
     whose memories came back (with scores), what the prompt showed as recalled, finish
-    reason, error, the answer of the final step, and for each tracked name (RevHop bridge
+    reason, error, the answer of the final step, whether a memory step wrote exactly one
+    closed <update>, and for each tracked name (RevHop bridge
     entities, the answer) whether it was in the chunk, in the new memory, and shown by a
     recall while the memory lacked it."""
     keys = {role: normalize_answer(name) for role, name in names.items() if normalize_answer(name)}
@@ -143,6 +144,8 @@ def steps_line(sample_id, steps: Sequence[StepRecord], names: dict[str, str]) ->
             "hits": [[h.step, round(h.score, 4)] for h in r.recall_hits],
             "recalled_in": [h.step for h in r.recalled_in], "finish": r.finish_reason,
             "error": r.error, "answer": r.answer, "tokens": r.completion_tokens,
+            # memory steps: exactly one closed <update> block (the protocol's format)
+            "update_ok": (r.n_update == 1 and r.update_closed) if r.kind == MEMORY_STEP else None,
         }
         if keys:
             chunk, memory = normalize_answer(r.chunk), normalize_answer(r.memory_after)

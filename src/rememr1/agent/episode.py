@@ -238,6 +238,12 @@ class Episode:
         self._pending = (req, kind, chunk)
         return req
 
+    @property
+    def pending_chunk(self) -> Chunk | None:
+        """The chunk the pending request shows (None for a final or single-prompt step, or
+        when no request is pending): what an oracle policy reads to write its reply."""
+        return self._pending[2] if self._pending is not None else None
+
     def _context(self) -> str:
         """The document for single-prompt methods, fitted to the model's window."""
         budget = self.agent.single_prompt_budget()

@@ -33,6 +33,7 @@ def load_backend(
     max_retries: int = 3,
     n_ctx: int | None = None,
     n_threads: int | None = None,
+    adapter: bool | str | None = True,
 ) -> Backend:
     """Build a backend by name.
 
@@ -41,7 +42,9 @@ def load_backend(
     once: llama.cpp instances for llamacpp, the `generate()` sub-batch size for hf,
     in-flight HTTP requests for openai; None picks the backend's default (1 llama.cpp
     instance with all threads, 8 sequences per hf batch, 8 HTTP requests). `n_ctx` is the context window: allocated by
-    llamacpp, and used as the prompt+completion limit by hf and openai.
+    llamacpp, and used as the prompt+completion limit by hf and openai. `adapter` (llamacpp,
+    hf): True = the built-in model's packaged LoRA adapter when `model` is None, False =
+    none, a path = that adapter (`backends.adapters`).
     """
     key = (name or "").strip().lower()
     if key not in BACKENDS:
@@ -56,15 +59,18 @@ def load_backend(
         for option, value in (("base_url", base_url), ("api_key", api_key), ("tokenizer", tokenizer)):
             if value is not None:
                 raise InputError(f"option {option} only applies to the openai backend, not {key}")
+    elif adapter not in (True, False, None):
+        raise InputError("--adapter applies to the llamacpp and hf backends; a server loads its own")
     if key == "llamacpp":
         from rememr1.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads, concurrency=concurrency)
+        return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads, concurrency=concurrency,
+                               adapter=adapter)
     if key == "hf":
         from rememr1.backends.hf import HFBackend
 
         return HFBackend(model, dtype=dtype, device=device, max_batch_size=concurrency,
-                         context_window=n_ctx)
+                         context_window=n_ctx, adapter=adapter)
     from rememr1.backends.openai_compat import OpenAIBackend
 
     return OpenAIBackend(model, base_url=base_url, api_key=api_key, concurrency=concurrency,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rememr1.backends.base import FINISH_LENGTH, FINISH_STOP, Backend, ChatRequest, Generation, SamplingParams
+from rememr1.backends.adapters import resolve_adapter
 from rememr1.backends.builtin import BUILTIN_MODEL_NAME
 from rememr1.backends.loading import quiet_loading
 from rememr1.backends.tokenization import HFTokenizer
@@ -76,9 +77,22 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def load_pretrained(model: str | os.PathLike | None, torch_dtype) -> tuple[Any, Any, str]:
+def load_pretrained(model: str | os.PathLike | None, torch_dtype, *,
+                    adapter: str | os.PathLike | None = None) -> tuple[Any, Any, str]:
+    """(model, tokenizer, name) from a model directory, a .gguf file, a PEFT adapter
+    directory (its base loaded, the adapter merged in) or None (the built-in model);
+    `adapter`: an adapter directory to merge on top."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rememr1.backends.adapters import adapter_base, apply_adapter, is_adapter_dir
+
+    if model is not None and is_adapter_dir(Path(model).expanduser()):
+        path = Path(model).expanduser()
+        hf_model, tokenizer, _ = load_pretrained(adapter_base(path), torch_dtype, adapter=path)
+        return hf_model, tokenizer, path.name
+    if adapter is not None:
+        hf_model, tokenizer, name = load_pretrained(model, torch_dtype)
+        return apply_adapter(hf_model, adapter), tokenizer, name
     if model is None:
         from rememr1.backends.builtin import builtin_hf_dir
 
@@ -123,10 +137,16 @@ class HFBackend(Backend):
         device: str = "auto",
         max_batch_size: int = 8,
         context_window: int | None = None,
+        adapter: bool | str | os.PathLike | None = True,
     ):
+        """`adapter`: True merges the built-in model's packaged LoRA adapter (into the
+        built-in model only), False none, a path that PEFT adapter directory."""
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
-        hf_model, tokenizer, name = load_pretrained(model, torch_dtype)
+        lora = resolve_adapter(adapter, model, for_gguf=False)
+        hf_model, tokenizer, name = load_pretrained(model, torch_dtype, adapter=lora)
+        if lora is not None:
+            name += "+lora"
         hf_model.to(device)
         hf_model.eval()
         self._setup(hf_model, tokenizer, name=name, max_batch_size=max_batch_size,
@@ -182,10 +202,7 @@ class HFBackend(Backend):
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
         """Token ids of the request after the chat template (with the assistant header)."""
-        text = self.tokenizer_hf.apply_chat_template(
-            list(request.messages), add_generation_prompt=True, tokenize=False
-        )
-        return list(self.tokenizer_hf(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizer_hf, request.messages)
 
     def generate(self, requests: Sequence[ChatRequest], sampling: SamplingParams) -> list[Generation]:
         results: list[Generation | None] = [None] * len(requests)
@@ -286,6 +303,13 @@ class HFBackend(Backend):
                         lo = mid + 1
                 return row[:lo], FINISH_STOP
         return row, finish
+
+
+def chat_prompt_ids(tokenizer, messages) -> list[int]:
+    """Token ids of `messages` through the HF tokenizer's chat template, ending with the
+    assistant header: the prompt of a generation (and of a supervised example)."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def pad_token_id(model, tokenizer) -> int:

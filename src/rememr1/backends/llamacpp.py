@@ -39,6 +39,7 @@ from rememr1.backends.base import (
     error_generation,
     map_finish_reason,
 )
+from rememr1.backends.adapters import resolve_adapter
 from rememr1.backends.builtin import BUILTIN_MODEL_NAME, builtin_gguf_path
 from rememr1.backends.loading import load_llama, load_vocab
 from rememr1.backends.tokenization import LlamaTokenizer
@@ -87,13 +88,20 @@ class LlamaCppBackend(Backend):
         n_threads: int | None = None,
         concurrency: int = 1,
         n_batch: int = 512,
+        adapter: bool | str | os.PathLike | None = True,
     ):
+        """`adapter`: True applies the built-in model's packaged LoRA adapter (to the
+        built-in model only), False none, a path a GGUF LoRA file or a PEFT adapter
+        directory (converted once, `backends.adapters`)."""
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         if n_threads is not None and n_threads < 1:
             raise InputError(f"n_threads must be >= 1, got {n_threads}")
         self.model_path = resolve_model_path(model)
         self.model_name = BUILTIN_MODEL_NAME if model is None else self.model_path.stem
+        self.adapter = resolve_adapter(adapter, model, for_gguf=True, base_gguf=self.model_path)
+        if self.adapter is not None:
+            self.model_name += "+lora"
 
         from llama_cpp import llama_chat_format
 
@@ -144,6 +152,8 @@ class LlamaCppBackend(Backend):
             n_threads_batch=self.threads_per_instance,
             chat_handler=self._chat_handler,
         )
+        if self.adapter is not None:
+            self._llama_kwargs["lora_path"] = str(self.adapter)
         self._idle: list[Any] = []
         self._created = 0
         self._pool_cond = threading.Condition()

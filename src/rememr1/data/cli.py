@@ -1,6 +1,7 @@
 """`rememr1 data ...`: build evaluation and training files.
 
     rememr1 data revhop --out data/revhop --lengths 4k,16k,64k --hops 2,3 --order reverse,forward -n 64
+    rememr1 data revhop --out data/warm --lengths 2k --hops 2,3 -n 60 --tokenizer smollm2 --traces   # + SFT data
     rememr1 data longctx --source hotpot_dev_distractor_v1.json --docs 50,200,800 --out data/hotpotqa
 
 The lead CLI mounts `app` as the `data` sub-command. Bad options raise `InputError`,
@@ -94,12 +95,28 @@ def revhop_cmd(
     world_scale: float = typer.Option(
         1.0, "--world-scale", help="Multiply the world's 5,000 entities (fewer filler repeats)."
     ),
+    traces: bool = typer.Option(
+        False, "--traces",
+        help="Also write traces_*.jsonl: an oracle reply for every step of every item "
+        "(supervised warm-start data for `rememr1 sft`).",
+    ),
+    chunk_size: int = typer.Option(
+        512, "--chunk-size", help="With --traces: section size in tokens of the --tokenizer "
+        "(default tokenizer: the built-in model's)."
+    ),
+    templates: str | None = typer.Option(
+        None, "--templates", help="With --traces: prompt templates directory (as for `ask`)."
+    ),
 ) -> None:
     """Generate the offline multi-hop benchmark (schema D JSON, schema A parquet)."""
     from rememr1.data.revhop import format_length, generate_revhop, parse_length
 
     gap = None if min_gap is None else (min_gap if 0 < min_gap < 1 else int(min_gap))
     formats = _words(fmt)
+    if traces and "json" not in formats:
+        raise InputError("--traces reads the eval JSON files: keep json in --format")
+    if chunk_size < 16:
+        raise InputError("--chunk-size must be at least 16 tokens")
     skipped = [x for x in _words(lengths) if parse_length(x) > lazy_above]
     with _progress() as prog:
         paths = generate_revhop(
@@ -113,6 +130,11 @@ def revhop_cmd(
             f"note: no training parquet for {', '.join(format_length(parse_length(x)) for x in skipped)}: "
             f"contexts above --lazy-above are stored as generator specs, not text"
         )
+    if traces:
+        from rememr1.data.oracle import traces_for_files
+
+        paths += traces_for_files([p for p in paths if p.suffix == ".json"], tokenizer=tokenizer,
+                                  chunk_size=chunk_size, templates=templates)
     for p in paths:
         typer.echo(str(p))
 

@@ -539,8 +539,26 @@ def make_item(
         "sibling_idx": [s.doc_idx for s in lay.specials if s.role == "sibling"],
         "decoy_idx": [s.doc_idx for s in lay.specials if s.role == "decoy"],
         "decoy_names": content.decoy_names,
+        "evidence_facts": [
+            {"hop": s.hop, "subject": content.chain_names[s.hop - 1],
+             "relation": content.relations[s.hop - 1], "object": content.chain_names[s.hop],
+             "sentence": fact_sentence(s.para.text, content.chain_names[s.hop])}
+            for s in ev
+        ],
         "lazy": lazy,
     }
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def fact_sentence(text: str, obj: str) -> str:
+    """The sentence of a paragraph that names `obj` (an evidence paragraph states each of
+    its relations in one sentence; the hop's object is named only there)."""
+    for sentence in _SENTENCE_END.split(text):
+        if obj in sentence:
+            return sentence
+    raise RevHopInvalid(f"no sentence names {obj!r}")
 
 
 def to_training_row(rec: dict[str, Any]) -> dict[str, Any]:

@@ -76,11 +76,18 @@ def make_token_counter(tokenizer: str | os.PathLike | Any | None) -> TokenCounte
         if hasattr(tokenizer, "encode"):
             return EncodeCounter(tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__))
         raise InputError(f"--tokenizer: cannot count tokens with a {type(tokenizer).__name__}")
+    tok, name = load_named_tokenizer(tokenizer)
+    return EncodeCounter(tok, name)
+
+
+def load_named_tokenizer(spec: str | os.PathLike | None) -> tuple[Any, str]:
+    """(tokenizer, name) for a --tokenizer value: None or 'smollm2' -> the built-in model's
+    (from its GGUF), else a .gguf file or a local Hugging Face directory."""
     from rememr1.backends.builtin import builtin_gguf_path
     from rememr1.backends.tokenization import load_tokenizer
     from rememr1.errors import BackendError
 
-    spec = str(tokenizer)
+    spec = "smollm2" if spec is None else str(spec)
     builtin = spec.lower() in BUILTIN_NAMES
     try:
         path = builtin_gguf_path() if builtin else Path(spec)
@@ -88,7 +95,7 @@ def make_token_counter(tokenizer: str | os.PathLike | Any | None) -> TokenCounte
     except BackendError as e:
         raise InputError(f"--tokenizer: {e} (model hubs are not contacted; use 'smollm2' for the "
                          "built-in one)") from None
-    return EncodeCounter(tok, "smollm2-135m-instruct" if builtin else Path(spec).name)
+    return tok, "smollm2-135m-instruct" if builtin else Path(spec).name
 
 
 def measure_ratio(texts: Iterable[str], counter: TokenCounter) -> float:

@@ -77,13 +77,15 @@ def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save_checkpoint(out: str | Path, step: int, *, model, tokenizer, state: dict[str, Any]) -> Path:
-    """Write checkpoint-{step} atomically; an existing one of that step is replaced."""
+def save_checkpoint(out: str | Path, step: int, *, model, tokenizer, state: dict[str, Any],
+                    **save_options) -> Path:
+    """Write checkpoint-{step} atomically; an existing one of that step is replaced.
+    `save_options` go to the model's `save_pretrained`."""
     final = checkpoint_dir(out, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **save_options)
         tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / STATE_FILE)
         umask = os.umask(0)

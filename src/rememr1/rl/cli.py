@@ -4,6 +4,7 @@
     rememr1 train --config hotpotqa-qwen2.5-3b            # MemAgent's hotpotqa_train_32k.parquet
     rememr1 train --data train.parquet --out runs/t2 --steps 20 --group-size 4 --batch-size 2
     rememr1 train --config hotpotqa-qwen2.5-3b --compat official   # as the official code trains
+    rememr1 sft --traces 'data/warm/traces_*.jsonl' --out runs/sft  # warm-start first (rl/sft.py)
     python -m rememr1.rl.cli --help
 
 `train` is a plain typer command function; the main CLI registers it with
@@ -106,8 +107,44 @@ def train(
     typer.echo(str(trainer.out))
 
 
+def sft(
+    traces: list[str] = typer.Option(..., "--traces", help="Oracle trace files or globs (traces_*.jsonl from `rememr1 data revhop --traces`). Repeatable."),
+    out: str = typer.Option(..., "--out", "-o", help="Run directory (checkpoints, metrics.jsonl, tb/); rerunning resumes."),
+    model: Optional[str] = typer.Option(None, "--model", help="HF model directory, .gguf or adapter directory to start from (default: the built-in SmolLM2-135M-Instruct)."),
+    lora: bool = typer.Option(True, "--lora/--full", help="Train a LoRA adapter (default) or every weight."),
+    rank: int = typer.Option(16, "--rank", help="LoRA rank."),
+    lora_alpha: int = typer.Option(32, "--lora-alpha", help="LoRA alpha (scale = alpha / rank)."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the traces."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many updates."),
+    batch_size: int = typer.Option(16, "--batch-size", "-B", help="Agent steps per update."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 for LoRA, 2e-5 full)."),
+    warmup_steps: int = typer.Option(10, "--warmup-steps", help="Linear warm-up updates."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens-per-micro-batch", help="Padded tokens per micro-batch (default: what fits, at most 1K on CPU)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Skip examples longer than this many tokens (default: the model's window)."),
+    save_every: int = typer.Option(50, "--save-every", help="Checkpoint every N updates (0: only at the end)."),
+    seed: int = typer.Option(0, "--seed", help="Example order and initialisation seed."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (default: where fast)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Supervised warm-start on oracle traces (LoRA or full), before RL."""
+    from .optim import OptimConfig
+    from .policy import ModelConfig
+    from .sft import SFTConfig, SFTTrainer
+
+    cfg = SFTConfig(
+        traces=list(traces), out=out, model=ModelConfig(path=model, device=device), lora=lora,
+        lora_rank=rank, lora_alpha=lora_alpha, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, max_length=max_length, seed=seed, save_every=save_every,
+        optim=OptimConfig(lr=lr or (2e-4 if lora else 2e-5), warmup_steps=warmup_steps, weight_decay=0.0,
+                          max_tokens_per_micro_batch=max_tokens, bf16=bf16),
+    )
+    typer.echo(str(SFTTrainer(cfg, quiet=quiet).train()))
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 app.command("train")(train)
+app.command("sft")(sft)
 
 
 def main() -> None:

@@ -144,6 +144,12 @@ class RunLog:
                 f"peak {_fmt(m['peak_rss_gb'])} GB"
             )
 
+    def sft(self, m: dict[str, Any]) -> None:
+        """One supervised update (`rl.sft`): a metrics line and scalars; the progress bar
+        is its console line."""
+        self._line({"type": "sft", **m})
+        self._scalars("sft", m, m["step"])
+
     def eval(self, step: int, m: dict[str, Any]) -> None:
         self._line({"type": "eval", **m})
         self._scalars("eval", m, step)

@@ -1,0 +1,306 @@
+"""Does the built-in agent learn? Base vs warm-started (SFT) vs SFT+RL on a RevHop dev set
+made with another seed than the training data, and RL reward curves from the SFT start.
+
+    python bench/learning.py data                                   # dev set, seed 1 (seconds)
+    python bench/learning.py eval --name base --no-adapter          # the plain built-in model
+    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-60
+    python bench/learning.py eval --name sft+rl --model runs/rl-0.8/checkpoint-12 --backend hf
+    python bench/learning.py rl --start runs/sft/checkpoint-60 --steps 12     # alpha 0.8 and 1.0
+    python bench/learning.py report                                 # table + PNG from saved runs
+
+Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
+hops both orders: `--extra`), `--n` items per cell with `rememr1`, plus the key cell (4K
+tokens, 2 hops, reverse order) with `--n-key` items for both `rememr1` and `memagent` on
+the same checkpoint. Sections of 512 tokens, 192 new tokens per step, the paper's evaluation sampling (temperature 0.7, top-p 0.95),
+the same seeds for every checkpoint. Per run: format rate (memory steps with exactly one
+closed <update>), boxed rate (final replies with a \\boxed{} answer), recall rate (memory
+steps that wrote a <recall> query), sub-EM accuracy with a Wilson 95% interval. Runs go
+through `rememr1.eval.run_eval` (resumable: rerun to continue) into `--work`.
+
+RL: `rememr1 train` from the SFT checkpoint for alpha = 0.8 and 1.0, same data, seed and
+start; the slope of each reward over steps with its 95% interval (least squares, t
+quantile). Results: bench/results/learning.json and learning.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+KEY = ("4k", 2, "reverse")
+REWARDS = ("outcome_reward", "state_reward", "memory_gain", "callback_bonus", "format_reward")
+
+
+def _load() -> dict:
+    p = RESULTS / "learning.json"
+    return json.loads(p.read_text()) if p.exists() else {"eval": {}, "rl": {}}
+
+
+def _save(payload: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "learning.json").write_text(json.dumps(payload, indent=2))
+
+
+def cmd_data(args) -> None:
+    from rememr1.data.revhop import generate_revhop
+
+    dev = args.work / "dev"
+    paths = generate_revhop(out_dir=dev, lengths=["2k", "4k", "8k"], hops=[2, 3],
+                            orders=["reverse", "forward"], n=max(args.n, args.n_key), seed=1,
+                            tokenizer="smollm2", formats=["json"])
+    train = generate_revhop(out_dir=args.work / "train", lengths=["2k"], hops=[2, 3],
+                            orders=["reverse", "forward"], n=64, seed=0, tokenizer="smollm2",
+                            formats=["parquet"])
+    print("\n".join(map(str, paths + train)))
+
+
+def _cells(args):
+    for length in args.lengths.split(","):
+        for hops in (2, 3):
+            for order in ("reverse", "forward"):
+                yield length, hops, order
+    for cell in filter(None, args.extra.split(",")):
+        length, hops, order = cell.split(":")
+        yield length, int(hops), order
+
+
+def cmd_eval(args) -> None:
+    from rememr1.agent import Agent, AgentConfig
+    from rememr1.backends import load_backend
+    from rememr1.backends.base import SamplingParams
+    from rememr1.eval import run_eval
+
+    adapter = False if args.no_adapter else (args.adapter or True)
+    backend = load_backend(args.backend, model=args.model, adapter=adapter,
+                           **({"n_threads": args.threads} if args.threads else {}))
+    sampling = SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=args.max_new_tokens_eval, seed=0)
+    out = args.work / "eval" / args.name
+    dev = args.work / "dev"
+    config = {"name": args.name, "model": backend.model_name, "chunk_size": 512}
+
+    def make_agent(method: str) -> Agent:
+        return Agent(backend, config=AgentConfig(method=method, chunk_size=512), sampling=sampling)
+
+    console = Console()
+    t0 = time.perf_counter()
+    with backend:
+        jobs = [((length, hops, order), ["rememr1"], args.n) for length, hops, order in _cells(args)]
+        jobs.insert(0, (KEY, ["rememr1", "memagent"], args.n_key))
+        for (length, hops, order), methods, n in jobs:
+            f = dev / f"eval_revhop_h{hops}_{order}_{length}.json"
+            run_eval([f], make_agent=make_agent, methods=methods, out_dir=out, config=config,
+                     limit=n, concurrency=args.concurrency)
+            console.print(f"{args.name}: {f.name} x {','.join(methods)} done "
+                          f"({(time.perf_counter() - t0) / 60:.1f} min)")
+    payload = _load()
+    payload["eval"][args.name] = summarize_eval(out, args)
+    _save(payload)
+    print_eval(payload)
+
+
+def _wilson(k: int, n: int) -> list[float]:
+    if n == 0:
+        return [0.0, 0.0]
+    z, p = 1.96, k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [max(0.0, c - h), min(1.0, c + h)]
+
+
+def summarize_eval(out: Path, args) -> dict:
+    from rememr1.eval import read_jsonl
+
+    cells = {}
+    for method_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        for f in sorted(method_dir.glob("*.jsonl")):
+            results = read_jsonl(f)
+            steps = {s["id"]: s for s in read_jsonl(method_dir / "steps" / f.name)}
+            mem = [st for r in results for st in steps.get(str(r["id"]), {}).get("steps", [])
+                   if st["kind"] == "memory"]
+            n = len(results)
+            right = sum(1 for r in results if r["judge_sub_em"])
+            cells[f"{method_dir.name}/{f.stem.removeprefix('eval_')}"] = {
+                "items": n,
+                "accuracy": right / n if n else None, "accuracy_ci95": _wilson(right, n),
+                "format_rate": sum(1 for s in mem if s.get("update_ok")) / len(mem) if mem else None,
+                "recall_rate": sum(1 for s in mem if s.get("query")) / len(mem) if mem else None,
+                "boxed_rate": sum(1 for r in results if r.get("pred") is not None) / n if n else None,
+                "memory_steps": len(mem),
+                "seconds_per_item": sum(r["seconds"] for r in results) / n if n else None,
+            }
+    return cells
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def print_eval(payload: dict) -> None:
+    console = Console(width=170)
+    names = list(payload["eval"])
+    keys = sorted({k for v in payload["eval"].values() for k in v})
+    table = Table(title="RevHop dev (seed 1): accuracy (sub-EM, Wilson 95%) / format / recall / boxed")
+    table.add_column("method / cell")
+    for name in names:
+        table.add_column(name, justify="right")
+    for key in keys:
+        row = [key]
+        for name in names:
+            c = payload["eval"][name].get(key)
+            row.append("" if c is None else
+                       f"{_pct(c['accuracy'])} [{_pct(c['accuracy_ci95'][0])},{_pct(c['accuracy_ci95'][1])}] n={c['items']}"
+                       f" | fmt {_pct(c['format_rate'])} rec {_pct(c['recall_rate'])} box {_pct(c['boxed_rate'])}")
+        table.add_row(*row)
+    totals = ["all rememr1 cells"]
+    for name in names:
+        cs = [c for k, c in payload["eval"][name].items() if k.startswith("rememr1/")]
+        steps = sum(c["memory_steps"] for c in cs)
+        fmt = sum((c["format_rate"] or 0) * c["memory_steps"] for c in cs) / steps if steps else None
+        n = sum(c["items"] for c in cs)
+        acc = sum((c["accuracy"] or 0) * c["items"] for c in cs) / n if n else None
+        totals.append(f"acc {_pct(acc)} n={n} | format {_pct(fmt)} over {steps} steps")
+    table.add_row(*totals)
+    console.print(table)
+
+
+def slope_ci(ys: list[float]) -> dict:
+    """Least-squares slope of ys over steps 1..n with its 95% interval (t quantile)."""
+    from scipy import stats
+
+    xs = list(range(1, len(ys) + 1))
+    if len(ys) < 3:
+        return {"slope": None, "ci95": None}
+    fit = stats.linregress(xs, ys)
+    t = stats.t.ppf(0.975, len(ys) - 2)
+    return {"slope": fit.slope, "ci95": [fit.slope - t * fit.stderr, fit.slope + t * fit.stderr]}
+
+
+def cmd_rl(args) -> None:
+    from rememr1.rl.config import load_config
+    from rememr1.rl.trainer import Trainer
+
+    data = sorted(str(p) for p in (args.work / "train").glob("train_*.parquet"))
+    if not data:
+        sys.exit("no training data: run `python bench/learning.py data` first")
+    payload = _load()
+    for alpha in [float(a) for a in args.alphas.split(",")]:
+        out = args.work / f"rl-{alpha}"
+        cfg = load_config(None, {
+            "out": str(out), "steps": args.steps, "save_every": 1, "keep_last": 1, "seed": 0,
+            "model.path": str(args.start), "model.device": "cpu", "model.dtype": "float32",
+            "data.train": data, "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
+            "rollout.generation_batch_size": args.group_size * args.batch_size,
+            "agent.chunk_size": 512, "rollout.max_new_tokens": args.max_new_tokens,
+            "rollout.temperature": 0.7, "rollout.top_p": 1.0, "loss.alpha": alpha,
+            "optim.lr": args.lr, "optim.warmup_steps": 0,
+        })
+        Trainer(cfg, quiet=False).train()
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        lines = [x for x in lines if x.get("type") == "train"]
+        payload["rl"][f"alpha={alpha}"] = {
+            "start": str(args.start), "metrics": lines,
+            "slopes": {k: slope_ci([x[k] for x in lines if x.get(k) is not None]) for k in REWARDS},
+        }
+        _save(payload)
+    print_rl(payload)
+
+
+def print_rl(payload: dict) -> None:
+    if not payload["rl"]:
+        return
+    table = Table(title="RL from the SFT checkpoint: reward slope per step [95% interval]")
+    table.add_column("run")
+    for k in REWARDS:
+        table.add_column(k, justify="right")
+    for name, run in payload["rl"].items():
+        row = [f"{name} ({len(run['metrics'])} steps)"]
+        for k in REWARDS:
+            s = run["slopes"][k]
+            row.append("-" if s["slope"] is None else f"{s['slope']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]")
+        table.add_row(*row)
+    Console(width=170).print(table)
+
+
+def plot(payload: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    names = list(payload["eval"])
+    for ax, metric in zip(axes[:2], ("format_rate", "accuracy")):
+        cells = sorted({k for v in payload["eval"].values() for k in v if k.startswith("rememr1/")})
+        width = 0.8 / max(1, len(names))
+        for i, name in enumerate(names):
+            ys = [(payload["eval"][name].get(c) or {}).get(metric) or 0 for c in cells]
+            ax.bar([j + i * width for j in range(len(cells))], ys, width, label=name)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cells))])
+        ax.set_xticklabels([c.split("/", 1)[1].replace("revhop_", "") for c in cells], rotation=60, fontsize=7)
+        ax.set_title(f"rememr1 {metric.replace('_', ' ')} on dev")
+        ax.legend(fontsize=7)
+    for ax, key in zip(axes[2:], ("state_reward", "outcome_reward")):
+        for name, run in payload["rl"].items():
+            ax.plot([x["step"] for x in run["metrics"]], [x[key] for x in run["metrics"]], marker="o", label=name)
+        ax.set_title(f"RL from SFT: {key.replace('_', ' ')}")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = RESULTS / "learning.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=("data", "eval", "rl", "report"))
+    ap.add_argument("--work", type=Path, default=Path("runs/learning"), help="data and run directories")
+    ap.add_argument("--lengths", default="2k,4k", help="grid lengths (x 2,3 hops x reverse,forward)")
+    ap.add_argument("--extra", default="8k:2:reverse,8k:2:forward", help="more cells, LENGTH:HOPS:ORDER")
+    ap.add_argument("--n", type=int, default=3, help="items per grid cell")
+    ap.add_argument("--n-key", type=int, default=12, help="items of the key cell (4k, 2 hops, reverse)")
+    ap.add_argument("--max-new-tokens-eval", type=int, default=192,
+                    help="per step (oracle replies are under 150 tokens)")
+    ap.add_argument("--name", default="base")
+    ap.add_argument("--backend", default="llamacpp")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--adapter", default=None)
+    ap.add_argument("--no-adapter", action="store_true")
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="llamacpp threads (1 while another job holds the other core: spinning threads oversubscribe)")
+    ap.add_argument("--start", type=Path, help="rl: the SFT checkpoint to start from")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--alphas", default="0.8,1.0")
+    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--lr", type=float, default=2e-6)
+    args = ap.parse_args()
+    if args.command == "data":
+        cmd_data(args)
+    elif args.command == "eval":
+        cmd_eval(args)
+    elif args.command == "rl":
+        cmd_rl(args)
+    payload = _load()
+    if args.command == "report":
+        print_eval(payload)
+        print_rl(payload)
+    if payload["eval"] or payload["rl"]:
+        print(f"wrote {plot(payload)}")
+
+
+if __name__ == "__main__":
+    main()
