@@ -3,10 +3,10 @@ made with another seed than the training data, and RL reward curves from the SFT
 
     python bench/learning.py data                                   # dev set, seed 1 (seconds)
     python bench/learning.py eval --name base --no-adapter          # the plain built-in model
-    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-60
+    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-40
     python bench/learning.py eval --name sft+rl --model runs/rl-0.8/checkpoint-12 --backend hf
-    python bench/learning.py rl --start runs/sft/checkpoint-60 --steps 12     # alpha 0.8 and 1.0
-    python bench/learning.py report                                 # table + PNG from saved runs
+    python bench/learning.py rl --start runs/sft/checkpoint-40 --steps 8     # alpha 0.8 and 1.0
+    python bench/learning.py report --sft-run runs/sft --sft-steps 40  # table + PNG from saved runs
 
 Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
 hops both orders: `--extra`), `--n` items per cell with `rememr1`, plus the key cell (4K
@@ -124,6 +124,8 @@ def summarize_eval(out: Path, args) -> dict:
     for method_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         for f in sorted(method_dir.glob("*.jsonl")):
             results = read_jsonl(f)
+            if not results:
+                continue
             steps = {s["id"]: s for s in read_jsonl(method_dir / "steps" / f.name)}
             mem = [st for r in results for st in steps.get(str(r["id"]), {}).get("steps", [])
                    if st["kind"] == "memory"]
@@ -180,6 +182,8 @@ def slope_ci(ys: list[float]) -> dict:
     xs = list(range(1, len(ys) + 1))
     if len(ys) < 3:
         return {"slope": None, "ci95": None}
+    if max(ys) == min(ys):  # no variation at all (e.g. an outcome reward that stayed 0)
+        return {"slope": 0.0, "ci95": [0.0, 0.0], "constant": True}
     fit = stats.linregress(xs, ys)
     t = stats.t.ppf(0.975, len(ys) - 2)
     return {"slope": fit.slope, "ci95": [fit.slope - t * fit.stderr, fit.slope + t * fit.stderr]}
@@ -226,7 +230,12 @@ def print_rl(payload: dict) -> None:
         row = [f"{name} ({len(run['metrics'])} steps)"]
         for k in REWARDS:
             s = run["slopes"][k]
-            row.append("-" if s["slope"] is None else f"{s['slope']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]")
+            if s["slope"] is None:
+                row.append("-")
+            elif s.get("constant"):
+                row.append("constant")
+            else:
+                row.append(f"{s['slope']:+.4f} [{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]")
         table.add_row(*row)
     Console(width=170).print(table)
 
@@ -281,12 +290,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="llamacpp threads (1 while another job holds the other core: spinning threads oversubscribe)")
     ap.add_argument("--start", type=Path, help="rl: the SFT checkpoint to start from")
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--sft-run", type=Path, help="report: also record this `rememr1 sft` run's metrics")
+    ap.add_argument("--sft-steps", type=int, help="report: ... up to this update (the shipped checkpoint)")
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--alphas", default="0.8,1.0")
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=160)
-    ap.add_argument("--lr", type=float, default=2e-6)
+    ap.add_argument("--lr", type=float, default=5e-6)
     args = ap.parse_args()
     if args.command == "data":
         cmd_data(args)
@@ -296,6 +307,16 @@ def main() -> None:
         cmd_rl(args)
     payload = _load()
     if args.command == "report":
+        for run in sorted(p for p in (args.work / "eval").glob("*") if p.is_dir()):
+            payload["eval"][run.name] = summarize_eval(run, args)  # what has finished so far
+        if args.sft_run:
+            lines = [json.loads(x) for x in (args.sft_run / "metrics.jsonl").read_text().splitlines()]
+            payload["sft"] = {"config": json.loads((args.sft_run / "sft_config.json").read_text()),
+                              "metrics": [x for x in lines if x["step"] <= (args.sft_steps or 10**9)]}
+        for run in payload["rl"].values():
+            run["slopes"] = {k: slope_ci([x[k] for x in run["metrics"] if x.get(k) is not None])
+                             for k in REWARDS}
+        _save(payload)
         print_eval(payload)
         print_rl(payload)
     if payload["eval"] or payload["rl"]:

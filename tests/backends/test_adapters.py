@@ -65,6 +65,7 @@ def test_adapter_directory_loads_as_base_plus_scaled_update(tiny_base, tmp_path)
     expected = fresh.model.layers[1].mlp.down_proj.weight + (16 / 8) * b @ a
     assert torch.allclose(merged.model.layers[1].mlp.down_proj.weight, expected, atol=1e-5)
     assert name == "ad"
+    assert all(p.requires_grad for p in merged.parameters())  # trainable, as a plain model (RL from SFT)
 
 
 def test_adapter_whose_base_is_missing_is_one_line(tmp_path):

@@ -280,7 +280,7 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_mod, "Trainer", FakeTrainer)
     result = CliRunner().invoke(cli.app, [
-        "--data", str(tiny["data"]), "--out", str(tmp_path / "o"), "--steps", "3",
+        "train", "--data", str(tiny["data"]), "--out", str(tmp_path / "o"), "--steps", "3",
         "--group-size", "6", "--alpha", "1.0", "--lr", "3e-6", "--set", "loss.kl_beta=0",
     ])
     assert result.exit_code == 0, result.output
@@ -290,7 +290,7 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     assert cfg.loss.kl_beta == 0.0
     assert cfg.compat == "none" and not cfg.agent.compat.active()
     official = CliRunner().invoke(cli.app, [
-        "--data", str(tiny["data"]), "--out", str(tmp_path / "o2"), "--compat", "official",
+        "train", "--data", str(tiny["data"]), "--out", str(tmp_path / "o2"), "--compat", "official",
         "--set", "agent.compat.memory_set=false",
     ])
     assert official.exit_code == 0, official.output
@@ -298,7 +298,7 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     assert cfg.reward.official_outcome and cfg.reward.double_state_advantage
     assert cfg.agent.compat.whole_reply_memory and not cfg.agent.compat.recall_current
     assert not cfg.agent.compat.memory_set  # an explicit key wins over the preset
-    bad = CliRunner().invoke(cli.app, ["--out", str(tmp_path / "o")])
+    bad = CliRunner().invoke(cli.app, ["train", "--out", str(tmp_path / "o")])
     assert isinstance(bad.exception, InputError) and "no training data" in str(bad.exception)
 
 

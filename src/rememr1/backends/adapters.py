@@ -65,10 +65,11 @@ def apply_adapter(model, path: str | Path):
     try:
         with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
             warnings.simplefilter("ignore", FutureWarning)
-            return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+            merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BackendError(f"cannot apply the adapter in {path}: {first}") from exc
+    return merged.requires_grad_(True)  # peft froze the base: trainable again, as loaded models are
 
 
 def builtin_adapter_dir() -> Path | None:
@@ -135,6 +136,7 @@ def pack_adapter(src: str | Path, dst: str | Path = BUILTIN_ADAPTER) -> Path:
     weights = {k: v.half().contiguous() for k, v in load_file(str(src / "adapter_model.safetensors")).items()}
     dst.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(dst / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (dst / "adapter_model.safetensors").chmod(0o644)
     (dst / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     return dst
 

@@ -5,7 +5,7 @@
     rememr1 train --data train.parquet --out runs/t2 --steps 20 --group-size 4 --batch-size 2
     rememr1 train --config hotpotqa-qwen2.5-3b --compat official   # as the official code trains
     rememr1 sft --traces 'data/warm/traces_*.jsonl' --out runs/sft  # warm-start first (rl/sft.py)
-    python -m rememr1.rl.cli --help
+    python -m rememr1.rl.cli train --help
 
 `train` is a plain typer command function; the main CLI registers it with
 `app.command("train")(train)`. Options override the config file; `--set KEY=VALUE`
@@ -148,7 +148,7 @@ app.command("sft")(sft)
 
 
 def main() -> None:
-    """`python -m rememr1.rl.cli`: the train command alone, errors as one line."""
+    """`python -m rememr1.rl.cli train|sft`: the training commands alone, errors as one line."""
     import sys
 
     from ..errors import RememrError
