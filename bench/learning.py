@@ -6,6 +6,7 @@ made with another seed than the training data, and RL reward curves from the SFT
     python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-40
     python bench/learning.py eval --name sft+rl --model runs/rl-0.8/checkpoint-12 --backend hf
     python bench/learning.py rl --start runs/sft/checkpoint-40 --steps 8     # alpha 0.8 and 1.0
+    python bench/learning.py speed                                  # llama.cpp with vs without the adapter
     python bench/learning.py report --sft-run runs/sft --sft-steps 40  # table + PNG from saved runs
 
 Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
@@ -271,9 +272,34 @@ def plot(payload: dict) -> Path:
     return path
 
 
+def cmd_speed(args) -> None:
+    """llama.cpp decode speed of the built-in model with and without the packaged adapter
+    (applied at run time as a GGUF LoRA), same prompt, 128 greedy tokens, 3 runs each."""
+    from rememr1.backends import load_backend
+    from rememr1.backends.base import ChatRequest, SamplingParams
+
+    prompt = (args.work / "dev" / "eval_revhop_h2_reverse_2k.json")
+    text = json.loads(prompt.read_text())[0]["context"][:3000]
+    req = ChatRequest(messages=[{"role": "user", "content": "Summarise:\n" + text}])
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=128, seed=0)
+    rows = {}
+    for label, adapter in (("no adapter", False), ("adapter (GGUF LoRA at run time)", True)):
+        with load_backend("llamacpp", adapter=adapter) as be:
+            be.generate([req], sampling)  # warm-up
+            runs = [be.generate([req], sampling)[0] for _ in range(3)]
+        rows[label] = {"completion_tokens_per_s": sum(g.completion_tokens for g in runs) / sum(g.seconds for g in runs),
+                       "seconds_per_request": sum(g.seconds for g in runs) / len(runs),
+                       "prompt_tokens": runs[0].prompt_tokens}
+        print(f"{label}: {rows[label]['seconds_per_request']:.2f} s per request "
+              f"({rows[label]['prompt_tokens']} prompt tokens, 128 new)")
+    payload = _load()
+    payload["speed"] = rows
+    _save(payload)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("data", "eval", "rl", "report"))
+    ap.add_argument("command", choices=("data", "eval", "rl", "report", "speed"))
     ap.add_argument("--work", type=Path, default=Path("runs/learning"), help="data and run directories")
     ap.add_argument("--lengths", default="2k,4k", help="grid lengths (x 2,3 hops x reverse,forward)")
     ap.add_argument("--extra", default="8k:2:reverse,8k:2:forward", help="more cells, LENGTH:HOPS:ORDER")
@@ -305,6 +331,8 @@ def main() -> None:
         cmd_eval(args)
     elif args.command == "rl":
         cmd_rl(args)
+    elif args.command == "speed":
+        cmd_speed(args)
     payload = _load()
     if args.command == "report":
         for run in sorted(p for p in (args.work / "eval").glob("*") if p.is_dir()):
