@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -108,18 +107,9 @@ def cmd_eval(args) -> None:
     print_eval(payload)
 
 
-def _wilson(k: int, n: int) -> list[float]:
-    if n == 0:
-        return [0.0, 0.0]
-    z, p = 1.96, k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [max(0.0, c - h), min(1.0, c + h)]
-
-
 def summarize_eval(out: Path, args) -> dict:
     from rememr1.eval import read_jsonl
+    from rememr1.metrics import wilson_interval
 
     cells = {}
     for method_dir in sorted(p for p in out.iterdir() if p.is_dir()):
@@ -134,7 +124,7 @@ def summarize_eval(out: Path, args) -> dict:
             right = sum(1 for r in results if r["judge_sub_em"])
             cells[f"{method_dir.name}/{f.stem.removeprefix('eval_')}"] = {
                 "items": n,
-                "accuracy": right / n if n else None, "accuracy_ci95": _wilson(right, n),
+                "accuracy": right / n if n else None, "accuracy_ci95": list(wilson_interval(right, n)),
                 "format_rate": sum(1 for s in mem if s.get("update_ok")) / len(mem) if mem else None,
                 "recall_rate": sum(1 for s in mem if s.get("query")) / len(mem) if mem else None,
                 "boxed_rate": sum(1 for r in results if r.get("pred") is not None) / n if n else None,

@@ -128,10 +128,8 @@ def memory_reply(rng: random.Random, *, new: Sequence[dict[str, Any]], noted: Se
 
 def final_reply(rng: random.Random, facts: Sequence[dict[str, Any]], answer: str) -> str:
     """The oracle's final reply: the chain walked hop by hop, then the boxed answer."""
-    walk = " ".join(
-        f"{_phrase(f['relation'], f['subject'])[0].upper()}{_phrase(f['relation'], f['subject'])[1:]}"
-        f" is {f['object']}." for f in facts
-    )
+    phrases = [_phrase(f["relation"], f["subject"]) for f in facts]
+    walk = " ".join(f"{p[0].upper()}{p[1:]} is {f['object']}." for p, f in zip(phrases, facts))
     opening = rng.choice(_FINAL_OPEN)
     thinking = f"{opening} {walk}".strip()
     return f"<thinking>{thinking}</thinking>\n" + rng.choice(_FINAL_CLOSE).format(answer=answer)

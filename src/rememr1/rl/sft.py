@@ -125,6 +125,7 @@ class SFTTrainer:
 
     def __init__(self, cfg: SFTConfig, *, quiet: bool = False) -> None:
         from ..backends.adapters import base_name_for
+        from ..backends.hf import resolve_device
         from ..data.oracle import read_traces
 
         self.cfg = cfg
@@ -134,8 +135,7 @@ class SFTTrainer:
         limit_malloc_caching()
         rows = read_traces(trace_files(cfg.traces))
         resume = ckpt.latest_checkpoint(self.out)
-        device = cfg.model.device if cfg.model.device != "auto" else (
-            "cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(cfg.model.device)
         torch.manual_seed(cfg.seed)
         # A LoRA run resumes from the adapter over the original base; a full run from the
         # checkpoint's weights.
