@@ -197,13 +197,13 @@ def cmd_rl(args) -> None:
             "rollout.generation_batch_size": args.group_size * args.batch_size,
             "agent.chunk_size": 512, "rollout.max_new_tokens": args.max_new_tokens,
             "rollout.temperature": 0.7, "rollout.top_p": 1.0, "loss.alpha": alpha,
-            "optim.lr": args.lr, "optim.warmup_steps": 0,
+            "optim.lr": args.lr, "optim.warmup_steps": 0, "model.lora": args.lora,
         })
         Trainer(cfg, quiet=False).train()
         lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         lines = [x for x in lines if x.get("type") == "train"]
         payload["rl"][f"alpha={alpha}"] = {
-            "start": str(args.start), "metrics": lines,
+            "start": str(args.start), "lora": args.lora, "lr": args.lr, "metrics": lines,
             "slopes": {k: slope_ci([x[k] for x in lines if x.get(k) is not None]) for k in REWARDS},
         }
         _save(payload)
@@ -295,8 +295,8 @@ def main() -> None:
     ap.add_argument("--extra", default="8k:2:reverse,8k:2:forward", help="more cells, LENGTH:HOPS:ORDER")
     ap.add_argument("--n", type=int, default=3, help="items per grid cell")
     ap.add_argument("--n-key", type=int, default=12, help="items of the key cell (4k, 2 hops, reverse)")
-    ap.add_argument("--max-new-tokens-eval", type=int, default=192,
-                    help="per step (oracle replies are under 150 tokens)")
+    ap.add_argument("--max-new-tokens-eval", type=int, default=320,
+                    help="per step (oracle replies at 4K tokens: ~100 on average, under 300)")
     ap.add_argument("--name", default="base")
     ap.add_argument("--backend", default="llamacpp")
     ap.add_argument("--model", default=None)
@@ -312,8 +312,9 @@ def main() -> None:
     ap.add_argument("--alphas", default="0.8,1.0")
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--max-new-tokens", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-6)
+    ap.add_argument("--lora", action="store_true", help="rl: train the start adapter (LoRA) instead of every weight")
     args = ap.parse_args()
     if args.command == "data":
         cmd_data(args)

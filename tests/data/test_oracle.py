@@ -29,24 +29,57 @@ def _item(order: str, hops: int = 2, index: int = 0, length: int = 2048) -> dict
                      counter=make_token_counter(None))
 
 
+def _section(row: dict) -> str:
+    return row["messages"][0]["content"].split("<section>\n", 1)[1].rsplit("\n</section>", 1)[0]
+
+
 def _agent(chunk_chars: int) -> Agent:
     return Agent(TokenizerBackend(CharTokenizer()), method="rememr1", chunk_size=chunk_chars)
 
 
 @pytest.mark.parametrize("order,hops", [("reverse", 2), ("forward", 2), ("reverse", 3), ("random", 3)])
-def test_replies_keep_exactly_the_evidence_and_answer_the_gold(order, hops):
+def test_replies_keep_evidence_and_open_candidates_only_and_answer_the_gold(order, hops):
     rec = _item(order, hops)
     rows = oracle_steps(_agent(1500), rec)
-    notes = {f["sentence"] for f in rec["evidence_facts"]}
+    evidence = {f["sentence"] for f in rec["evidence_facts"]}
+    later = {f["relation"] for f in rec["evidence_facts"] if f["hop"] > 1}
+    candidates = {c["sentence"]: c for c in rec["candidate_facts"]}
     memory_rows, final = rows[:-1], rows[-1]
     assert final["kind"] == "final" and answer_of(final["reply"]) == rec["answers"][0]
     for row in memory_rows:
         parsed = parse_reply(row["reply"])
         assert parsed.n_update == 1 and parsed.update_closed
-        for line in parsed.update.strip().splitlines():  # evidence sentences only, no filler
-            assert any(line.endswith(n) for n in notes) or line.startswith(("No ", "Nothing"))
-    last_memory = parse_reply(memory_rows[-1]["reply"]).update
-    assert all(n in last_memory for n in notes)
+        section = row["messages"][0]["content"].split("<section>")[1]
+        for line in parsed.update.strip().splitlines():  # no filler: evidence or an open candidate
+            if any(line.endswith(n) for n in evidence) or line.startswith(("No ", "Nothing")):
+                continue
+            match = [c for s, c in candidates.items() if line.endswith(s)]
+            assert match and match[0]["relation"] in later, line
+            assert match[0]["sentence"][-40:] in section  # noted from the section at hand (its end at least)
+    if final["complete"]:  # every hop resolved: the last memory is exactly the chain
+        last = parse_reply(memory_rows[-1]["reply"]).update.strip().splitlines()
+        resolved_late = len(last) < len(evidence)  # the last hop came in through the final recall
+        assert resolved_late or [line for line in last if not any(line.endswith(n) for n in evidence)] == []
+
+
+def test_two_hop_chains_are_always_reachable():
+    for order in ("reverse", "forward"):
+        for i in range(4):
+            assert oracle_steps(_agent(1500), _item(order, 2, index=i))[-1]["complete"]
+
+
+def test_candidates_are_kept_only_while_the_bridge_is_unknown():
+    rec = _item("reverse")
+    rows = oracle_steps(_agent(700), rec)
+    hop1 = rec["evidence_facts"][0]["sentence"]
+    found = next(r["step"] for r in rows if hop1 in parse_reply(r["reply"]).update)
+    relation = rec["evidence_facts"][1]["relation"]
+    others = {c["sentence"] for c in rec["candidate_facts"]} - {f["sentence"] for f in rec["evidence_facts"]}
+    before = [parse_reply(r["reply"]).update for r in rows[:found]]
+    after = [parse_reply(r["reply"]).update for r in rows[found:-1]]
+    assert any(s in u for u in before for s in others)  # other founders/birthplaces... noted
+    assert not any(s in u for u in after for s in others)  # and dropped once the bridge is known
+    assert all(c["relation"] == relation for c in rec["candidate_facts"])
 
 
 def test_prompts_are_the_ones_the_agent_builds(scripted):
@@ -78,19 +111,30 @@ def test_recall_names_the_bridge_and_finds_the_earlier_note():
     assert hop2 in recalled
 
 
-def test_forward_order_recalls_the_earlier_hop():
+def test_forward_order_needs_no_recall():
+    """In forward order the bridge is known before its hop arrives: memory carries hop 1
+    and hop 2 is noted when it appears, with no recall."""
     rec = _item("forward")
     rows = oracle_steps(_agent(700), rec)
-    queries = [parse_reply(r["reply"]).recall for r in rows if parse_reply(r["reply"]).recall]
-    assert queries == [rec["bridge_entities"][0]]
+    assert [parse_reply(r["reply"]).recall for r in rows if parse_reply(r["reply"]).recall] == []
+    hop1, hop2 = (f["sentence"] for f in rec["evidence_facts"])
+    step2 = next(r["step"] for r in rows if hop2 in parse_reply(r["reply"]).update)
+    assert hop1 in rows[step2]["messages"][0]["content"].split("<memory>")[1]
 
 
-def test_sentence_cut_by_a_section_edge_is_noted_once_complete():
-    rec = _item("reverse")
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_sentence_cut_by_a_section_edge_is_noted_once_complete(order):
+    rec = _item(order)
     rows = oracle_steps(_agent(60), rec)  # sections shorter than many sentences
     assert len(rows) > 30
-    last = parse_reply(rows[-2]["reply"]).update
-    assert all(f["sentence"] in last for f in rec["evidence_facts"])
+    for f in rec["evidence_facts"]:  # noted (as the chain or as a candidate) at one step
+        noted = [r["step"] for r in rows[:-1] if f["sentence"] in parse_reply(r["reply"]).update]
+        assert noted and noted == list(range(noted[0], noted[0] + len(noted)))
+        read = "".join(_section(r) for r in rows[:noted[0] + 1])
+        assert f["sentence"] in read and f["sentence"] not in read[:-len(_section(rows[noted[0]]))]
+    if order == "forward":
+        last = parse_reply(rows[-2]["reply"]).update
+        assert all(f["sentence"] in last for f in rec["evidence_facts"])
 
 
 def test_wording_varies_across_items():

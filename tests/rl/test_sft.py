@@ -98,3 +98,16 @@ def test_full_fine_tuning_writes_a_plain_model_directory(traces, tiny_model, tmp
 def test_missing_traces_is_a_one_line_error(tiny_model, tmp_path):
     with pytest.raises(InputError, match="no files match"):
         SFTTrainer(_cfg(tmp_path / "none_*.jsonl", tiny_model, tmp_path / "o", max_steps=1), quiet=True)
+
+
+def test_final_replies_the_reader_could_not_reach_are_left_out(traces, tiny_model, tmp_path):
+    rows = [json.loads(line) for line in traces.read_text().splitlines()]
+    finals = [r for r in rows if r["kind"] == "final"]
+    assert finals and all(r["complete"] for r in finals)  # 2-hop: always reachable
+    marked = tmp_path / "marked.jsonl"
+    marked.write_text("".join(json.dumps({**r, "complete": False} if r is finals[0] else r) + "\n"
+                              for r in rows))
+    full = SFTTrainer(_cfg(traces, tiny_model, tmp_path / "a", max_steps=1), quiet=True)
+    part = SFTTrainer(_cfg(marked, tiny_model, tmp_path / "b", max_steps=1), quiet=True)
+    assert (full.unreachable, part.unreachable) == (0, 1)
+    assert len(part.examples) == len(full.examples) - 1

@@ -200,6 +200,56 @@ def test_interrupt_saves_and_resume_reproduces_next_step(run_a, tiny, tmp_path, 
     assert b[1]["outcome_reward"] == a[1]["outcome_reward"]
 
 
+def _start_adapter(model_dir: Path, out: Path) -> Path:
+    """A LoRA adapter over the tiny model whose B matrices are non-zero (as after SFT)."""
+    from rememr1.backends.hf import load_pretrained
+    from rememr1.rl.policy import wrap_lora
+
+    model, tok, _ = load_pretrained(str(model_dir), torch.float32)
+    peft_model = wrap_lora(model, rank=4, alpha=8, base_name=str(model_dir.resolve()))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    peft_model.save_pretrained(out, save_embedding_layers=False)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_lora_run_trains_the_start_adapter_over_a_frozen_base_and_resumes(tiny, tmp_path):
+    """`model.lora` from an adapter directory trains that adapter: checkpoints are adapter
+    directories over the untouched base, step 1's KL is 0 (the reference is the start
+    adapter, merged), and an interrupted run resumes to the same step 2."""
+    from safetensors.torch import load_file
+
+    from rememr1.backends.adapters import adapter_base, is_adapter_dir
+    from rememr1.backends.hf import load_pretrained
+
+    start = _start_adapter(tiny["model"], tmp_path / "start")
+    lora = {"model.path": str(start), "model.lora": True}
+    whole = tmp_path / "whole"
+    trainer = Trainer(load_config(None, tiny_overrides(tiny, whole, **lora)), quiet=True)
+    trainable = [n for n, p in trainer.policy.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    lines = read_metrics(whole)
+    assert lines[0]["kl"] == 0.0 and lines[1]["kl"] > 0 and lines[1]["grad_norm"] > 0
+    ck = whole / "checkpoint-2"
+    assert is_adapter_dir(ck) and not (ck / "model.safetensors").exists()
+    assert adapter_base(ck) == str(tiny["model"].resolve())
+    w0, w2 = load_file(start / "adapter_model.safetensors"), load_file(ck / "adapter_model.safetensors")
+    assert w0.keys() == w2.keys() and any(not torch.equal(w0[k], w2[k]) for k in w0)
+    merged, _, _ = load_pretrained(str(ck), torch.float32)  # what --model / --adapter load
+    base, _, _ = load_pretrained(str(tiny["model"]), torch.float32)
+    assert torch.equal(merged.state_dict()["model.embed_tokens.weight"], base.state_dict()["model.embed_tokens.weight"])
+
+    part = tmp_path / "part"
+    Trainer(load_config(None, tiny_overrides(tiny, part, steps=1, **lora)), quiet=True).train()
+    Trainer(load_config(None, tiny_overrides(tiny, part, **lora)), quiet=True).train()
+    assert read_metrics(part)[1]["loss"] == pytest.approx(lines[1]["loss"], abs=1e-6, rel=0)
+
+
 def test_resume_refuses_a_changed_configuration(run_a, tiny, tmp_path):
     out = tmp_path / "c"
     shutil.copytree(run_a, out)
@@ -282,10 +332,12 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli.app, [
         "train", "--data", str(tiny["data"]), "--out", str(tmp_path / "o"), "--steps", "3",
         "--group-size", "6", "--alpha", "1.0", "--lr", "3e-6", "--set", "loss.kl_beta=0",
+        "--lora", "--set", "model.lora_rank=8",
     ])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert cfg.data.train == [str(tiny["data"])] and cfg.steps == 3
+    assert cfg.model.lora and cfg.model.lora_rank == 8
     assert cfg.rollout.group_size == 6 and cfg.loss.alpha == 1.0 and cfg.optim.lr == 3e-6
     assert cfg.loss.kl_beta == 0.0
     assert cfg.compat == "none" and not cfg.agent.compat.active()

@@ -5,23 +5,34 @@
         --traces --chunk-size 512
     rows = oracle_steps(agent, record)      # [{"id", "step", "kind", "messages", "reply"}, ...]
 
-RevHop knows where every evidence sentence is (`evidence_facts` in each record), so the
-oracle can write, for each step:
-- a short `<thinking>` saying what the section contributes (or that it contributes nothing);
-- one `<update>` holding the evidence seen so far, one line per hop in chain order, and
-  nothing of the filler, siblings or decoys;
-- one `<recall>` naming the bridge entity when the section holds a hop whose neighbour
-  hop (sharing that bridge) was noted at an earlier step: the situation recall exists for;
-- at the final step, the chain walked hop by hop and the answer in `\\boxed{}`.
+RevHop knows where every evidence sentence is (`evidence_facts`) and lists every statement
+of a later hop's relation (`candidate_facts`), so the oracle can play a reader who knows
+only the question and what it has read - a policy a model can learn:
+- the question names e0 and the relations r1..rH; hop k is *resolved* when its subject
+  (e0, or the entity hop k-1 resolved to) is known and its sentence is in view: in this
+  section, or in the memory recall just fetched;
+- while hop k-1 is unresolved nobody can tell whose r_k fact matters, so the `<update>`
+  keeps this section's r_k statements (*candidates*: the right one, siblings, near-miss
+  decoys) next to the resolved chain, and drops them at the next step - they stay in that
+  step's memory, which recall can fetch;
+- when a section resolves hop k-1 and hop k's sentence was kept as a candidate at an
+  earlier step, the reply writes `<recall>` with the new bridge entity; the next prompt
+  (or the final one) shows the recalled memory, and hop k resolves from it;
+- in forward order the bridge is known before its hop arrives: no candidates, no recall;
+- the final reply walks the chain hop by hop and boxes the answer.
 
-The replies are fed back through the agent's own `Episode` (the same templates, chunking
-and `transition` as `rememr1 ask`), so the prompt stored with each reply is the one the
-model will see at that step. Wording varies per item and step (seeded by the item id), so
-a model cannot learn one fixed sentence.
+The replies are fed back through the agent's own `Episode` (the same templates, chunking,
+`transition` and retriever as `rememr1 ask`), so the prompt stored with each reply is the
+one the model will see at that step, and a recall fetches what the real retriever fetches.
+Wording varies per item and step (seeded by the item id), so a model cannot learn one
+fixed sentence.
 
-Simplification: the oracle keeps only the chain's evidence, which a reader of a
-reverse-ordered document cannot yet know is relevant when it meets the last hop first;
-it does note it there (the memory that recall later finds), as the protocol intends.
+Simplification: when the chain cannot be resolved from what the reader saw (the retriever
+fetched another memory, or a 3-hop chain needs a second recall after the last section),
+the final reply still boxes the gold answer; that row is marked `complete: false` and
+`rememr1 sft` leaves it out (51 of 240 final replies in the 2K training set, all but a few
+from 3-hop reverse items). A sentence cut by a section edge counts as in view at the
+section that completes it.
 """
 
 from __future__ import annotations
@@ -51,6 +62,16 @@ _FOUND = (
     "Relevant: {phrase} is {obj}.",
     "Here I learn {phrase}, which is {obj}.",
     "The section states {phrase}: {obj}.",
+)
+_FOUND_RECALLED = (
+    "The recalled memory gives {phrase}: {obj}.",
+    "My earlier note, recalled, says {phrase} is {obj}.",
+    "From the recalled memory: {phrase} is {obj}.",
+)
+_CANDIDATES = (
+    "I do not know yet which {what} matters, so I keep the ones in this section.",
+    "Any {what} named here may be needed later; I note them.",
+    "I note this section's {what} facts in case one of them is on the chain.",
 )
 _RECALL = (
     " {bridge} also appears in what I noted earlier, so I look that note up.",
@@ -106,20 +127,28 @@ def _facts(record: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(facts, key=lambda f: f["hop"])
 
 
-def memory_reply(rng: random.Random, *, new: Sequence[dict[str, Any]], noted: Sequence[dict[str, Any]],
+def _relation_noun(relation: str) -> str:
+    """ "founder" for founded_by, "home city" for headquartered_in (from the question phrase)."""
+    return QUESTION_PHRASE[relation].removeprefix("the ").removesuffix(" of {x}")
+
+
+def memory_reply(rng: random.Random, *, found: Sequence[tuple[dict[str, Any], str]],
+                 chain: Sequence[dict[str, Any]], candidates: Sequence[dict[str, Any]],
                  focus: str, bridge: str | None) -> str:
-    """The oracle's reply at a memory step: `new` facts this section holds, `noted` every
-    fact seen so far (including `new`), `bridge` the recall query or None."""
-    if new:
-        thinking = " ".join(
-            rng.choice(_FOUND).format(phrase=_phrase(f["relation"], f["subject"]), obj=f["object"])
-            for f in new
-        )
-    else:
-        thinking = rng.choice(_NOTHING).format(focus=focus)
+    """The oracle's reply at a memory step. `found`: (fact, where) for hops resolved at this
+    step, where is "section" or "recalled"; `chain`: every hop resolved so far; `candidates`:
+    this section's facts of a later hop's relation whose subject is not known yet;
+    `bridge`: the recall query or None."""
+    parts = [rng.choice(_FOUND if where == "section" else _FOUND_RECALLED).format(
+        phrase=_phrase(f["relation"], f["subject"]), obj=f["object"]) for f, where in found]
+    if candidates:
+        nouns = sorted({_relation_noun(c["relation"]) for c in candidates})
+        parts.append(rng.choice(_CANDIDATES).format(what=" and ".join(nouns)))
+    thinking = " ".join(parts) or rng.choice(_NOTHING).format(focus=focus)
     if bridge:
         thinking += rng.choice(_RECALL).format(bridge=bridge)
-    memory = "\n".join(_note(f) for f in noted) if noted else rng.choice(_EMPTY_MEMORY)
+    lines = [_note(f) for f in chain] + [_note(c) for c in candidates]
+    memory = "\n".join(lines) if lines else rng.choice(_EMPTY_MEMORY)
     reply = f"<thinking>{thinking}</thinking>\n<update>\n{memory}\n</update>"
     if bridge:
         reply += f"\n<recall>{bridge}</recall>"
@@ -135,45 +164,74 @@ def final_reply(rng: random.Random, facts: Sequence[dict[str, Any]], answer: str
     return f"<thinking>{thinking}</thinking>\n" + rng.choice(_FINAL_CLOSE).format(answer=answer)
 
 
+def _key(fact: dict[str, Any]) -> tuple[str, str, str]:
+    return fact["subject"], fact["relation"], fact["object"]
+
+
 def oracle_steps(agent, record: dict[str, Any]) -> list[dict[str, Any]]:
     """Every step of one RevHop record with the oracle's reply, driven through the agent's
-    own Episode: [{"id", "step", "kind", "messages", "reply"}, ...]."""
+    own Episode: [{"id", "step", "kind", "messages", "reply", "complete"}, ...].
+
+    "complete" (final row) says whether the chain was resolved from what the reader saw;
+    when it was not (a recall that fetched the wrong memory, or a last hop resolved too
+    late to recall), the final reply still boxes the gold answer."""
     facts = _facts(record)
     if isinstance(record["context"], dict):
         raise InputError(f"item {record['id']!r} is stored lazily; oracle traces need text contexts")
     rng = random.Random(f"oracle:{record['id']}")
+    hops = len(facts)
     by_hop = {f["hop"]: f for f in facts}
-    seen_at: dict[int, int] = {}  # hop -> step its sentence was complete in the text read
+    relation = {f["hop"]: f["relation"] for f in facts}
+    pool = record.get("candidate_facts") or []
+    resolved: dict[int, int] = {}  # hop -> step it was resolved
+    noted_as_candidate: dict[int, int] = {}  # hop -> first step its sentence was kept as a candidate
     episode = agent.episode(record["context"], record["input"], sample_id=record["id"])
     rows: list[dict[str, Any]] = []
     tail = ""
     while (request := episode.next_request()) is not None:
         chunk = episode.pending_chunk
         t = episode.state.step
+        window = tail + chunk.text if chunk is not None else ""
+        recalled = "\n".join(h.text for h in episode.state.recalled)
+        found: list[tuple[dict[str, Any], str]] = []
+        for k in range(1, hops + 1):  # hop k resolves once its subject is known and it is in view
+            if k in resolved or (k > 1 and k - 1 not in resolved):
+                continue
+            sentence = by_hop[k]["sentence"]
+            in_section = sentence in window and sentence not in tail  # (the tail was the last step's)
+            where = "section" if in_section else "recalled" if sentence in recalled else None
+            if where:
+                resolved[k] = t
+                found.append((by_hop[k], where))
         if chunk is None:
             reply = final_reply(rng, facts, record["answers"][0])
         else:
-            window = tail + chunk.text
-            new = [f for f in facts if f["hop"] not in seen_at and f["sentence"] in window]
-            bridge = None
-            for f in new:
-                seen_at[f["hop"]] = t
-            for f in new:  # a neighbour hop noted at an earlier step shares a bridge
-                k = f["hop"]
-                if seen_at.get(k + 1, t) < t:
+            watch = {relation[k] for k in range(2, hops + 1) if k not in resolved and k - 1 not in resolved}
+            chain_keys = {_key(by_hop[k]) for k in resolved}
+            candidates = [c for c in pool if c["relation"] in watch and c["sentence"] in window
+                          and c["sentence"] not in tail and _key(c) not in chain_keys]
+            candidates = list({_key(c): c for c in candidates}.values())
+            for k in range(2, hops + 1):
+                if k not in noted_as_candidate and any(_key(c) == _key(by_hop[k]) for c in candidates):
+                    noted_as_candidate[k] = t
+            bridge = None  # the newest entity resolved here, if its next hop sits in an earlier memory
+            for f, _ in reversed(found):
+                k = f["hop"] + 1
+                if k <= hops and k not in resolved and noted_as_candidate.get(k, t) < t:
                     bridge = f["object"]
-                elif seen_at.get(k - 1, t) < t:
-                    bridge = f["subject"]
-                if bridge:
                     break
-            noted = [by_hop[k] for k in sorted(seen_at)]
+            chain = [by_hop[k] for k in sorted(resolved)]
             focus = rng.choice((record["chain"][0]["name"], "the question"))
-            reply = memory_reply(rng, new=new, noted=noted, focus=focus, bridge=bridge)
-            tail = chunk.text[-TAIL_CHARS:]
+            reply = memory_reply(rng, found=found, chain=chain, candidates=candidates, focus=focus,
+                                 bridge=bridge)
+            tail = window[-TAIL_CHARS:]
         rec = episode.consume(Generation(text=reply, finish_reason="stop", prompt_tokens=0,
                                          completion_tokens=0, seconds=0.0))
-        rows.append({"id": record["id"], "step": rec.step, "kind": str(rec.kind),
-                     "messages": list(request.messages), "reply": reply})
+        row = {"id": record["id"], "step": rec.step, "kind": str(rec.kind),
+               "messages": list(request.messages), "reply": reply}
+        if chunk is None:
+            row["complete"] = len(resolved) == hops
+        rows.append(row)
     if episode.answer != record["answers"][0]:
         raise AssertionError(f"oracle answer {episode.answer!r} is not the gold answer")  # a bug, not input
     return rows

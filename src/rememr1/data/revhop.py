@@ -32,6 +32,10 @@ any worker count. Items above `lazy_above` tokens are stored as a generator spec
 of text and materialised lazily (`RevHopContext`, bounded memory); the loaders rebuild
 them. Schema A parquet (training) is written only for lengths stored as text.
 
+Records also carry `evidence_facts` (each hop's subject, relation, object and sentence)
+and, for text contexts, `candidate_facts` (every statement of a hop-2..H relation, in
+document order): what `oracle.py` needs to write warm-start traces.
+
 Validity checks run on every item and reject it (the generator then tries another chain)
 when: the chain's answer is not unique given everything the item states; a bridge or the
 answer is named in the question; a later-hop evidence paragraph shares a distinctive word
@@ -545,8 +549,34 @@ def make_item(
              "sentence": fact_sentence(s.para.text, content.chain_names[s.hop])}
             for s in ev
         ],
+        # Facts of the later hops' relations anywhere in the text: what a reader who does
+        # not yet know the bridge would have to keep (the oracle's candidates).
+        "candidate_facts": [] if lazy else candidate_facts(world, content, lay),
         "lazy": lazy,
     }
+
+
+def candidate_facts(world: World, content: ItemContent, lay: Layout) -> list[dict[str, Any]]:
+    """Every fact in the document, in document order, whose relation is one of hops
+    2..H's (the relations a reader must watch before the bridge is known); each with its
+    sentence and 0-based document index."""
+    relations = set(content.relations[1:])
+    if not relations:
+        return []
+    specials = {s.doc_idx: s.para for s in lay.specials}
+    out: list[dict[str, Any]] = []
+    j = 0
+    for doc in range(lay.num_docs):
+        if doc in specials:
+            para = specials[doc]
+        else:
+            para = filler_paragraph(world, content.excluded, lay.key, j)
+            j += 1
+        for subject, relation, obj in para.facts:
+            if relation in relations:
+                out.append({"relation": relation, "subject": subject, "object": obj,
+                            "sentence": fact_sentence(para.text, obj), "doc": doc})
+    return out
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -41,6 +41,7 @@ OPTION_KEYS = {
     "device": "model.device",
     "dtype": "model.dtype",
     "bf16": "optim.bf16",
+    "lora": "model.lora",
     "compat": "compat",
 }
 
@@ -81,6 +82,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Reference model dtype: auto | float32 | bfloat16 (the policy's master weights are always float32)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the policy's forward passes (default: where the device has fast bf16 kernels)."),
+    lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="Train a LoRA adapter (peft) on the frozen base instead of every weight; from an adapter directory (an sft checkpoint), continue that adapter. Rank: --set model.lora_rank=N."),
     compat: Optional[str] = typer.Option(None, "--compat", help="none | official: train as the official ReMemR1 code does (its memory, history, retrieval, recall parsing, rewards and advantages; SPEC §9). Single switches: --set agent.compat.NAME=false, --set reward.NAME=false."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set loss.kl_beta=0.0 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step lines on stderr."),

@@ -8,6 +8,12 @@ The policy's master weights are always float32 (bf16 AdamW at lr 1e-6 does not m
 on a GPU that supports bfloat16, and on a CPU with native bfloat16 kernels, where the
 forward and backward pass measured 1.8x faster on the built-in model; see
 bench/train_memory.py). Dropout is off throughout (eval mode), as usual in LLM RL.
+
+`lora: true` trains a LoRA adapter (peft) instead of every weight: the base stays frozen,
+the optimizer holds only the adapter's weights, and checkpoints are PEFT adapter
+directories (`--adapter`/`--model` take them). Started from an adapter directory (e.g. a
+`rememr1 sft` checkpoint or the packaged one), it continues training that adapter, so an
+RL result can ship as an adapter; the reference is the starting adapter merged.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from ..errors import require, require_choice
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(kw_only=True)
@@ -34,6 +41,8 @@ class ModelConfig:
                 that supports it, else float32).
     gradient_checkpointing -- recompute each layer in the backward pass instead of keeping
                 its activations: about 5x less activation memory per token, more compute.
+    lora     -- train a LoRA adapter (rank `lora_rank`, scale lora_alpha / lora_rank) on the
+                frozen base; from an adapter directory, continue that adapter.
     """
 
     path: str | None = None
@@ -41,9 +50,13 @@ class ModelConfig:
     dtype: str = "auto"
     device: str = "auto"
     gradient_checkpointing: bool = False
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
 
     def __post_init__(self) -> None:
         require_choice(self.dtype, DTYPES, "dtype")
+        require(self.lora_rank >= 1, "lora_rank", "must be at least 1")
         require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                 f"unknown device {self.device!r}; choose auto, cpu, cuda or cuda:N")
 
@@ -83,7 +96,10 @@ def load_policy(cfg: ModelConfig, *, device: str, bf16: bool | None = None,
 
         source = str(builtin_hf_dir())
     dev = torch.device(device)
-    model, tokenizer, name = load_pretrained(str(resume_from or source), torch.float32)
+    if cfg.lora:
+        model, tokenizer, name = _load_lora(cfg, source, resume_from)
+    else:
+        model, tokenizer, name = load_pretrained(str(resume_from or source), torch.float32)
     model.to(dev)
     model.eval()
     if cfg.gradient_checkpointing:
@@ -100,4 +116,38 @@ def load_policy(cfg: ModelConfig, *, device: str, bf16: bool | None = None,
                   pad_id=pad_token_id(model, tokenizer), device=dev, autocast=autocast)
 
 
-__all__ = ["ModelConfig", "Policy", "bf16_is_fast", "load_policy"]
+def wrap_lora(model, *, rank: int, alpha: int, base_name: str, adapter: str | Path | None = None,
+              targets: tuple[str, ...] = LORA_TARGETS):
+    """`model` with a trainable LoRA adapter: `adapter` (a PEFT directory) loaded for
+    training, or a fresh one of `rank` on `targets` recording `base_name` as its base."""
+    import warnings
+
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        if adapter is not None:
+            return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        lcfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets),
+                          task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, lcfg)
+    peft_model.peft_config["default"].base_model_name_or_path = base_name
+    return peft_model
+
+
+def _load_lora(cfg: ModelConfig, source: str, resume_from: Path | None):
+    """(peft model, tokenizer, name) for a LoRA run: the plain base under the adapter being
+    trained (the checkpoint's when resuming, else the start adapter's, else a fresh one)."""
+    from ..backends.adapters import adapter_base, base_name_for, is_adapter_dir
+    from ..backends.builtin import builtin_hf_dir
+    from ..backends.hf import load_pretrained
+
+    start = source if is_adapter_dir(source) else None
+    base = (adapter_base(start) or str(builtin_hf_dir())) if start else source
+    model, tokenizer, name = load_pretrained(base, torch.float32)
+    model = wrap_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, base_name=base_name_for(base),
+                      adapter=resume_from or start)
+    return model, tokenizer, f"{name}+lora"
+
+
+__all__ = ["LORA_TARGETS", "ModelConfig", "Policy", "bf16_is_fast", "load_policy", "wrap_lora"]

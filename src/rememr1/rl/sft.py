@@ -41,11 +41,10 @@ from .budget import MemoryPlan, free_bytes, limit_malloc_caching
 from .interrupts import Interrupts
 from .logs import RunLog
 from .optim import OptimConfig, make_optimizer
-from .policy import ModelConfig, load_policy
+from .policy import LORA_TARGETS, ModelConfig, load_policy, wrap_lora
 from .sequences import TrainSequence, completion_logprobs, pack_micro_batches
 
 # Linear layers of a Llama-style decoder that LoRA adapts by default.
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(kw_only=True)
@@ -106,20 +105,6 @@ def encode_examples(rows: Sequence[dict[str, Any]], tokenizer, *, max_length: in
     return seqs, skipped
 
 
-def _wrap_lora(model, cfg: SFTConfig, base_name: str, resume: Path | None):
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
-        warnings.simplefilter("ignore", FutureWarning)
-        if resume is not None:
-            return PeftModel.from_pretrained(model, str(resume), is_trainable=True)
-        lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                          target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-        peft_model = get_peft_model(model, lcfg)
-    peft_model.peft_config["default"].base_model_name_or_path = base_name
-    return peft_model
-
-
 class SFTTrainer:
     """One supervised warm-start run (see the module docstring)."""
 
@@ -134,6 +119,10 @@ class SFTTrainer:
         ckpt.clean_partial(self.out)
         limit_malloc_caching()
         rows = read_traces(trace_files(cfg.traces))
+        # A final reply the oracle could not reach from what the reader saw (marked
+        # complete=false) would teach guessing; it is left out.
+        self.unreachable = sum(1 for r in rows if r.get("complete") is False)
+        rows = [r for r in rows if r.get("complete") is not False]
         resume = ckpt.latest_checkpoint(self.out)
         device = resolve_device(cfg.model.device)
         torch.manual_seed(cfg.seed)
@@ -143,7 +132,8 @@ class SFTTrainer:
                                   resume_from=None if cfg.lora else resume)
         model = self.policy.model
         if cfg.lora:
-            model = _wrap_lora(model, cfg, base_name_for(self.policy.source), resume)
+            model = wrap_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
+                              base_name=base_name_for(self.policy.source), adapter=resume)
             model.eval()
         self.model = model
         window = int(getattr(model.config, "max_position_embeddings", 0) or 8192)
@@ -227,7 +217,8 @@ class SFTTrainer:
 
         self.log.open(resume_step=self.step)
         kind = f"LoRA r={self.cfg.lora_rank}" if self.cfg.lora else "full"
-        self.log.say(f"sft: {len(self.examples)} steps of oracle traces ({self.skipped} too long, skipped), "
+        self.log.say(f"sft: {len(self.examples)} steps of oracle traces ({self.skipped} too long and "
+                     f"{self.unreachable} unreachable final replies left out), "
                      f"{kind}, {self.trainable / 1e6:.2f}M trainable parameters, {self.total_steps} updates "
                      f"of {self.cfg.batch_size}, micro-batch budget {self.token_budget} tokens"
                      + (f", resuming after update {self.step}" if self.step else ""))

@@ -128,6 +128,9 @@ class Trainer:
             self._check_saved_config()
         dist.barrier()
 
+        if cfg.model.lora and dist.enabled and cfg.distributed.strategy == "fsdp":
+            raise InputError("model.lora trains under distributed.strategy replicate only (the adapter "
+                             "is small enough to replicate); set --set distributed.strategy=replicate")
         device = resolve_device(dist.device(cfg.model.device))
         resume = ckpt.latest_checkpoint(self.out)
         random.seed(cfg.seed)
@@ -220,8 +223,11 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
         # The rollout model holds the current whole weights (under FSDP too).
+        # A LoRA run writes its adapter only; it leaves the embeddings alone, so say so (else
+        # peft looks the base up on the hub).
+        options = {"save_embedding_layers": False} if self.cfg.model.lora else {}
         path = ckpt.save_checkpoint(self.out, self._snapshot["step"], model=self.rollout_model,
-                                    tokenizer=self.policy.tokenizer, state=state)
+                                    tokenizer=self.policy.tokenizer, state=state, **options)
         for old in ckpt.prune_checkpoints(self.out, self.cfg.keep_last):
             self.log.say(f"removed old checkpoint {old}")
         return path
