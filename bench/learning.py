@@ -57,14 +57,16 @@ def cmd_data(args) -> None:
     paths = generate_revhop(out_dir=dev, lengths=["2k", "4k", "8k"], hops=[2, 3],
                             orders=["reverse", "forward"], n=max(args.n, args.n_key), seed=1,
                             tokenizer="smollm2", formats=["json"])
-    train = generate_revhop(out_dir=args.work / "train", lengths=["2k"], hops=[2, 3],
+    # RL data: the training world (seed 0), 2 hops, short documents (512-token sections:
+    # at 1.5K: three), so a CPU step stays a few minutes.
+    train = generate_revhop(out_dir=args.work / "train", lengths=[args.rl_length], hops=[2],
                             orders=["reverse", "forward"], n=64, seed=0, tokenizer="smollm2",
                             formats=["parquet"])
     print("\n".join(map(str, paths + train)))
 
 
 def _cells(args):
-    for length in args.lengths.split(","):
+    for length in filter(None, args.lengths.split(",")):
         for hops in (2, 3):
             for order in ("reverse", "forward"):
                 yield length, hops, order
@@ -187,7 +189,6 @@ def cmd_rl(args) -> None:
     data = sorted(str(p) for p in (args.work / "train").glob("train_*.parquet"))
     if not data:
         sys.exit("no training data: run `python bench/learning.py data` first")
-    payload = _load()
     for alpha in [float(a) for a in args.alphas.split(",")]:
         out = args.work / f"rl-{alpha}"
         cfg = load_config(None, {
@@ -202,6 +203,7 @@ def cmd_rl(args) -> None:
         Trainer(cfg, quiet=False).train()
         lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         lines = [x for x in lines if x.get("type") == "train"]
+        payload = _load()  # fresh: one process per alpha may run beside this one
         payload["rl"][f"alpha={alpha}"] = {
             "start": str(args.start), "lora": args.lora, "lr": args.lr, "metrics": lines,
             "slopes": {k: slope_ci([x[k] for x in lines if x.get(k) is not None]) for k in REWARDS},
@@ -314,6 +316,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-6)
+    ap.add_argument("--rl-length", default="1.5k", help="data: document length of the RL training items")
     ap.add_argument("--lora", action="store_true", help="rl: train the start adapter (LoRA) instead of every weight")
     args = ap.parse_args()
     if args.command == "data":
