@@ -48,7 +48,7 @@ demo: setup
 	$(VENV)/bin/rememr1 ask examples/harbor_report.txt --chunk-size 256 --max-new-tokens 192 --verbose \
 	  -q "Which company built the ship that carried the lens to the Varrow Point lighthouse?"
 
-# The built-in model's packaged LoRA adapter, from scratch (about 30 minutes on 2 cores):
+# The built-in model's packaged LoRA adapter, from scratch (about 40 minutes on 2 cores):
 # oracle traces of RevHop items (seed 0), then supervised LoRA training, then packing the
 # last checkpoint (float16) into src/rememr1/adapters/ (the model card there is kept).
 ADAPTER_RUN ?= runs/builtin-adapter

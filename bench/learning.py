@@ -1,11 +1,11 @@
 """Does the built-in agent learn? Base vs warm-started (SFT) vs SFT+RL on a RevHop dev set
 made with another seed than the training data, and RL reward curves from the SFT start.
 
-    python bench/learning.py data                                   # dev set, seed 1 (seconds)
+    python bench/learning.py data                                   # dev set seed 1, RL set seed 0 (seconds)
     python bench/learning.py eval --name base --no-adapter          # the plain built-in model
-    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-40
-    python bench/learning.py eval --name sft+rl --model runs/rl-0.8/checkpoint-12 --backend hf
-    python bench/learning.py rl --start runs/sft/checkpoint-40 --steps 8     # alpha 0.8 and 1.0
+    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-40 --lengths "" --extra ""  # key cell only
+    python bench/learning.py rl --start runs/sft/checkpoint-40 --lora --lr 1e-4 --steps 12 -B 2 --alphas 0.8
+    python bench/learning.py eval --name sft+rl --adapter runs/learning/rl-0.8/checkpoint-12
     python bench/learning.py speed                                  # llama.cpp with vs without the adapter
     python bench/learning.py report --sft-run runs/sft --sft-steps 40  # table + PNG from saved runs
 
@@ -19,8 +19,11 @@ steps that wrote a <recall> query), sub-EM accuracy with a Wilson 95% interval. 
 through `rememr1.eval.run_eval` (resumable: rerun to continue) into `--work`.
 
 RL: `rememr1 train` from the SFT checkpoint for alpha = 0.8 and 1.0, same data, seed and
-start; the slope of each reward over steps with its 95% interval (least squares, t
-quantile). Results: bench/results/learning.json and learning.png.
+start (`--alphas 0.8` and `--alphas 1.0` may run as two processes side by side), on
+1.5K-token 2-hop items of the training world; `--lora` trains the SFT adapter itself, so
+the result is an adapter `eval --adapter` takes. The slope of each reward over steps with
+its 95% interval (least squares, t quantile). Results: bench/results/learning.json and
+learning.png.
 """
 
 from __future__ import annotations
@@ -313,7 +316,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--alphas", default="0.8,1.0")
     ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--batch-size", "-B", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-6)
     ap.add_argument("--rl-length", default="1.5k", help="data: document length of the RL training items")

@@ -85,7 +85,9 @@ def test_resumed_run_matches_an_uninterrupted_one(traces, tiny_model, tmp_path):
     SFTTrainer(_cfg(traces, tiny_model, whole, max_steps=4, epochs=5), quiet=True).train()
     part = tmp_path / "part"
     SFTTrainer(_cfg(traces, tiny_model, part, max_steps=2, epochs=5, save_every=1), quiet=True).train()
-    SFTTrainer(_cfg(traces, tiny_model, part, max_steps=4, epochs=5), quiet=True).train()
+    resumed = SFTTrainer(_cfg(traces, tiny_model, part, max_steps=4, epochs=5), quiet=True)
+    assert resumed.step == 2  # found the adapter checkpoint (not a fresh start)
+    resumed.train()
     assert _losses(part) == pytest.approx(_losses(whole), rel=1e-4)
 
 

@@ -246,7 +246,10 @@ def test_lora_run_trains_the_start_adapter_over_a_frozen_base_and_resumes(tiny, 
 
     part = tmp_path / "part"
     Trainer(load_config(None, tiny_overrides(tiny, part, steps=1, **lora)), quiet=True).train()
-    Trainer(load_config(None, tiny_overrides(tiny, part, **lora)), quiet=True).train()
+    resumed = Trainer(load_config(None, tiny_overrides(tiny, part, **lora)), quiet=True)
+    assert resumed.step == 1  # found the adapter checkpoint (not a fresh start)
+    resumed.train()
+    assert [x["step"] for x in read_metrics(part)] == [1, 2]
     assert read_metrics(part)[1]["loss"] == pytest.approx(lines[1]["loss"], abs=1e-6, rel=0)
 
 

@@ -33,14 +33,16 @@ def checkpoint_dir(out: str | Path, step: int) -> Path:
 
 
 def list_checkpoints(out: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in `out` (those with a trainer state), oldest first."""
+    """Complete checkpoints in `out` (a trainer state beside a model or, from a LoRA run,
+    an adapter), oldest first."""
     root = Path(out)
     if not root.is_dir():
         return []
     found = []
     for p in root.iterdir():
         m = _NAME.match(p.name)
-        if m and p.is_dir() and (p / STATE_FILE).is_file() and (p / "config.json").is_file():
+        if m and p.is_dir() and (p / STATE_FILE).is_file() and (
+                (p / "config.json").is_file() or (p / "adapter_config.json").is_file()):
             found.append((int(m.group(1)), p))
     return sorted(found)
 
