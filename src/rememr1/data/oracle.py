@@ -198,7 +198,7 @@ def oracle_steps(agent, record: dict[str, Any]) -> list[dict[str, Any]]:
             if k in resolved or (k > 1 and k - 1 not in resolved):
                 continue
             sentence = by_hop[k]["sentence"]
-            in_section = sentence in window and sentence not in tail  # (the tail was the last step's)
+            in_section = sentence in window and sentence not in tail  # completed by this section
             where = "section" if in_section else "recalled" if sentence in recalled else None
             if where:
                 resolved[k] = t

@@ -128,7 +128,8 @@ class Trainer:
             self._check_saved_config()
         dist.barrier()
 
-        if cfg.model.lora and dist.enabled and cfg.distributed.strategy == "fsdp":
+        self.sharded = dist.enabled and cfg.distributed.strategy == "fsdp"
+        if cfg.model.lora and self.sharded:
             raise InputError("model.lora trains under distributed.strategy replicate only (the adapter "
                              "is small enough to replicate); set --set distributed.strategy=replicate")
         device = resolve_device(dist.device(cfg.model.device))
@@ -141,7 +142,6 @@ class Trainer:
         n_params = sum(q.numel() for q in self.policy.model.parameters() if q.requires_grad)
         # The model rollouts generate with: the policy itself, or under FSDP a whole copy
         # refreshed from the shards after every update (rl.distributed).
-        self.sharded = dist.enabled and cfg.distributed.strategy == "fsdp"
         self.rollout_model = self.policy.model
         # What scoring and the update call: the policy (and reference) as one module each.
         self.scorer = CompletionScorer(self.policy.model)
