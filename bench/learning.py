@@ -3,16 +3,17 @@ made with another seed than the training data, and RL reward curves from the SFT
 
     python bench/learning.py data                                   # dev set seed 1, RL set seed 0 (seconds)
     python bench/learning.py eval --name base --no-adapter          # the plain built-in model
-    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-40 --lengths "" --extra ""  # key cell only
-    python bench/learning.py rl --start runs/sft/checkpoint-40 --lora --lr 1e-4 --steps 12 -B 2 --alphas 0.8
-    python bench/learning.py eval --name sft+rl --adapter runs/learning/rl-0.8/checkpoint-12
+    python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-60 --lengths "" --extra ""  # key cell only
+    python bench/learning.py rl --start runs/sft/checkpoint-60 --lora --lr 2e-4 --steps 16 -B 2 --alphas 0.8
+    python bench/learning.py eval --name sft+rl --adapter runs/learning/rl-0.8/checkpoint-16
     python bench/learning.py speed                                  # llama.cpp with vs without the adapter
-    python bench/learning.py report --sft-run runs/sft --sft-steps 40  # table + PNG from saved runs
+    python bench/learning.py report --sft-run runs/sft --sft-steps 60  # table + PNG from saved runs
 
 Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
 hops both orders: `--extra`), `--n` items per cell with `rememr1`, plus the key cell (4K
 tokens, 2 hops, reverse order) with `--n-key` items for both `rememr1` and `memagent` on
-the same checkpoint. Sections of 512 tokens, 192 new tokens per step, the paper's evaluation sampling (temperature 0.7, top-p 0.95),
+the same checkpoint. Sections of 512 tokens, 320 new tokens per step
+(`--max-new-tokens-eval`), the paper's evaluation sampling (temperature 0.7, top-p 0.95),
 the same seeds for every checkpoint. Per run: format rate (memory steps with exactly one
 closed <update>), boxed rate (final replies with a \\boxed{} answer), recall rate (memory
 steps that wrote a <recall> query), sub-EM accuracy with a Wilson 95% interval. Runs go
@@ -20,10 +21,11 @@ through `rememr1.eval.run_eval` (resumable: rerun to continue) into `--work`.
 
 RL: `rememr1 train` from the SFT checkpoint for alpha = 0.8 and 1.0, same data, seed and
 start (`--alphas 0.8` and `--alphas 1.0` may run as two processes side by side), on
-1.5K-token 2-hop items of the training world; `--lora` trains the SFT adapter itself, so
-the result is an adapter `eval --adapter` takes. The slope of each reward over steps with
-its 95% interval (least squares, t quantile). Results: bench/results/learning.json and
-learning.png.
+1K-token 2-hop items of the training world (two sections; `--rl-length`); `--lora` trains
+the SFT adapter itself, so the result is an adapter `eval --adapter` takes. The slope of
+each reward over steps with its 95% interval (least squares, t quantile); `report`
+re-reads every `rl-*` run under `--work`, cut at `--rl-max-step` when runs stopped apart.
+Results: bench/results/learning.json and learning.png.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def cmd_data(args) -> None:
                             orders=["reverse", "forward"], n=max(args.n, args.n_key), seed=1,
                             tokenizer="smollm2", formats=["json"])
     # RL data: the training world (seed 0), 2 hops, short documents (512-token sections:
-    # at 1.5K: three), so a CPU step stays a few minutes.
+    # at 1K two, so the evidence sits closer than the default gap allows: --rl-min-gap),
+    # so a CPU step stays a few minutes.
     train = generate_revhop(out_dir=args.work / "train", lengths=[args.rl_length], hops=[2],
                             orders=["reverse", "forward"], n=64, seed=0, tokenizer="smollm2",
-                            formats=["parquet"])
+                            formats=["parquet"], min_gap=args.rl_min_gap)
     print("\n".join(map(str, paths + train)))
 
 
@@ -204,15 +207,27 @@ def cmd_rl(args) -> None:
             "optim.lr": args.lr, "optim.warmup_steps": 0, "model.lora": args.lora,
         })
         Trainer(cfg, quiet=False).train()
-        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        lines = [x for x in lines if x.get("type") == "train"]
         payload = _load()  # fresh: one process per alpha may run beside this one
-        payload["rl"][f"alpha={alpha}"] = {
-            "start": str(args.start), "lora": args.lora, "lr": args.lr, "metrics": lines,
-            "slopes": {k: slope_ci([x[k] for x in lines if x.get(k) is not None]) for k in REWARDS},
-        }
+        payload["rl"][f"alpha={alpha}"] = rl_entry(out)
         _save(payload)
     print_rl(payload)
+
+
+def rl_entry(run: Path, max_step: int | None = None) -> dict:
+    """What the results JSON keeps of one RL run directory: its setup (from the config the
+    trainer wrote), its per-step metrics up to `max_step`, and each reward's slope."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = [x for x in lines if x.get("type") == "train" and x["step"] <= (max_step or 10**9)]
+    return {
+        "start": cfg["model"]["path"], "lora": cfg["model"].get("lora"), "lr": cfg["optim"]["lr"],
+        "alpha": cfg["loss"]["alpha"], "group_size": cfg["rollout"]["group_size"],
+        "batch_size": cfg["rollout"]["batch_size"], "data": cfg["data"]["train"],
+        "steps_planned": cfg["steps"], "metrics": lines,
+        "slopes": {k: slope_ci([x[k] for x in lines if x.get(k) is not None]) for k in REWARDS},
+    }
 
 
 def print_rl(payload: dict) -> None:
@@ -319,7 +334,10 @@ def main() -> None:
     ap.add_argument("--batch-size", "-B", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-6)
-    ap.add_argument("--rl-length", default="1.5k", help="data: document length of the RL training items")
+    ap.add_argument("--rl-length", default="1k", help="data: document length of the RL training items")
+    ap.add_argument("--rl-min-gap", type=float, default=128,
+                    help="data: minimum tokens between the RL items' evidence paragraphs")
+    ap.add_argument("--rl-max-step", type=int, help="report: RL metrics up to this step (runs stopped apart)")
     ap.add_argument("--lora", action="store_true", help="rl: train the start adapter (LoRA) instead of every weight")
     args = ap.parse_args()
     if args.command == "data":
@@ -338,9 +356,9 @@ def main() -> None:
             lines = [json.loads(x) for x in (args.sft_run / "metrics.jsonl").read_text().splitlines()]
             payload["sft"] = {"config": json.loads((args.sft_run / "sft_config.json").read_text()),
                               "metrics": [x for x in lines if x["step"] <= (args.sft_steps or 10**9)]}
-        for run in payload["rl"].values():
-            run["slopes"] = {k: slope_ci([x[k] for x in run["metrics"] if x.get(k) is not None])
-                             for k in REWARDS}
+        for run in sorted(p for p in args.work.glob("rl-*") if (p / "metrics.jsonl").exists()):
+            # the saved runs, cut at --rl-max-step so runs stopped at different points compare
+            payload["rl"][f"alpha={run.name.removeprefix('rl-')}"] = rl_entry(run, args.rl_max_step)
         _save(payload)
         print_eval(payload)
         print_rl(payload)

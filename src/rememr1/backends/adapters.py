@@ -133,6 +133,8 @@ def pack_adapter(src: str | Path, dst: str | Path = BUILTIN_ADAPTER) -> Path:
 
     src, dst = Path(src), Path(dst)
     cfg = json.loads((src / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    if isinstance(cfg.get("target_modules"), list):  # peft writes a set: same adapter, any order
+        cfg["target_modules"] = sorted(cfg["target_modules"])
     weights = {k: v.half().contiguous() for k, v in load_file(str(src / "adapter_model.safetensors")).items()}
     dst.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(dst / "adapter_model.safetensors"), metadata={"format": "pt"})
