@@ -218,9 +218,11 @@ def rl_entry(run: Path, max_step: int | None = None) -> dict:
     trainer wrote), its per-step metrics up to `max_step`, and each reward's slope."""
     import yaml
 
+    from rememr1.eval import read_jsonl
+
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    lines = [x for x in lines if x.get("type") == "train" and x["step"] <= (max_step or 10**9)]
+    lines = [x for x in read_jsonl(run / "metrics.jsonl")
+             if x.get("type") == "train" and x["step"] <= (max_step or 10**9)]
     return {
         "start": cfg["model"]["path"], "lora": cfg["model"].get("lora"), "lr": cfg["optim"]["lr"],
         "alpha": cfg["loss"]["alpha"], "group_size": cfg["rollout"]["group_size"],
@@ -353,7 +355,9 @@ def main() -> None:
         for run in sorted(p for p in (args.work / "eval").glob("*") if p.is_dir()):
             payload["eval"][run.name] = summarize_eval(run, args)  # what has finished so far
         if args.sft_run:
-            lines = [json.loads(x) for x in (args.sft_run / "metrics.jsonl").read_text().splitlines()]
+            from rememr1.eval import read_jsonl
+
+            lines = read_jsonl(args.sft_run / "metrics.jsonl")
             payload["sft"] = {"config": json.loads((args.sft_run / "sft_config.json").read_text()),
                               "metrics": [x for x in lines if x["step"] <= (args.sft_steps or 10**9)]}
         for run in sorted(p for p in args.work.glob("rl-*") if (p / "metrics.jsonl").exists()):

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backends.adapters import ADAPTER_CONFIG
+
 STATE_FILE = "trainer_state.pt"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -42,7 +44,7 @@ def list_checkpoints(out: str | Path) -> list[tuple[int, Path]]:
     for p in root.iterdir():
         m = _NAME.match(p.name)
         if m and p.is_dir() and (p / STATE_FILE).is_file() and (
-                (p / "config.json").is_file() or (p / "adapter_config.json").is_file()):
+                (p / "config.json").is_file() or (p / ADAPTER_CONFIG).is_file()):
             found.append((int(m.group(1)), p))
     return sorted(found)
 
