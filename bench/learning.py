@@ -5,8 +5,10 @@ made with another seed than the training data, and RL reward curves from the SFT
     python bench/learning.py eval --name base --no-adapter          # the plain built-in model
     python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-60 --lengths "" --extra ""  # key cell only
     python bench/learning.py rl --start runs/sft/checkpoint-60 --lora --lr 2e-4 --steps 16 -B 2 --alphas 0.8
+    python bench/learning.py rl --start runs/sft/checkpoint-60 --lora --lr 2e-4 --steps 40 -B 2 --alphas 0.8 --engine llamacpp --tag=-gguf
     python bench/learning.py eval --name sft+rl --adapter runs/learning/rl-0.8/checkpoint-16
     python bench/learning.py speed                                  # llama.cpp with vs without the adapter
+    python bench/learning.py engines --start runs/sft/checkpoint-60 --lora --lr 2e-4 -B 2  # one RL step per rollout engine
     python bench/learning.py report --sft-run runs/sft --sft-steps 60  # table + PNG from saved runs
 
 Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
@@ -22,7 +24,9 @@ through `rememr1.eval.run_eval` (resumable: rerun to continue) into `--work`.
 RL: `rememr1 train` from the SFT checkpoint for alpha = 0.8 and 1.0, same data, seed and
 start (`--alphas 0.8` and `--alphas 1.0` may run as two processes side by side), on
 1K-token 2-hop items of the training world (two sections; `--rl-length`); `--lora` trains
-the SFT adapter itself, so the result is an adapter `eval --adapter` takes. The slope of
+the SFT adapter itself, so the result is an adapter `eval --adapter` takes; `--engine
+llamacpp` samples the rollouts on llama.cpp (`rememr1.rl.gguf_rollouts`, about 2x faster
+here); `--tag` names the run directory rl-ALPHA-TAG (`--tag=-x`: a leading dash needs the =). The slope of
 each reward over steps with its 95% interval (least squares, t quantile); `report`
 re-reads every `rl-*` run under `--work`, cut at `--rl-max-step` when runs stopped apart.
 Results: bench/results/learning.json and learning.png.
@@ -188,29 +192,61 @@ def slope_ci(ys: list[float]) -> dict:
     return {"slope": fit.slope, "ci95": [fit.slope - t * fit.stderr, fit.slope + t * fit.stderr]}
 
 
-def cmd_rl(args) -> None:
+def _rl_config(args, out: Path, *, alpha: float, engine: str, steps: int):
     from rememr1.rl.config import load_config
-    from rememr1.rl.trainer import Trainer
 
     data = sorted(str(p) for p in (args.work / "train").glob("train_*.parquet"))
     if not data:
         sys.exit("no training data: run `python bench/learning.py data` first")
+    return load_config(None, {
+        "out": str(out), "steps": steps, "save_every": 1, "keep_last": 1, "seed": 0,
+        "model.path": str(args.start), "model.device": "cpu", "model.dtype": "float32",
+        "data.train": data, "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
+        "rollout.generation_batch_size": args.group_size * args.batch_size,
+        "agent.chunk_size": 512, "rollout.max_new_tokens": args.max_new_tokens,
+        "rollout.temperature": 0.7, "rollout.top_p": 1.0, "loss.alpha": alpha,
+        "optim.lr": args.lr, "optim.warmup_steps": 0, "model.lora": args.lora,
+        "rollout.engine": engine,
+    })
+
+
+def cmd_rl(args) -> None:
+    from rememr1.rl.trainer import Trainer
+
     for alpha in [float(a) for a in args.alphas.split(",")]:
-        out = args.work / f"rl-{alpha}"
-        cfg = load_config(None, {
-            "out": str(out), "steps": args.steps, "save_every": 1, "keep_last": 1, "seed": 0,
-            "model.path": str(args.start), "model.device": "cpu", "model.dtype": "float32",
-            "data.train": data, "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
-            "rollout.generation_batch_size": args.group_size * args.batch_size,
-            "agent.chunk_size": 512, "rollout.max_new_tokens": args.max_new_tokens,
-            "rollout.temperature": 0.7, "rollout.top_p": 1.0, "loss.alpha": alpha,
-            "optim.lr": args.lr, "optim.warmup_steps": 0, "model.lora": args.lora,
-        })
-        Trainer(cfg, quiet=False).train()
+        out = args.work / f"rl-{alpha}{args.tag}"
+        Trainer(_rl_config(args, out, alpha=alpha, engine=args.engine, steps=args.steps), quiet=False).train()
         payload = _load()  # fresh: one process per alpha may run beside this one
-        payload["rl"][f"alpha={alpha}"] = rl_entry(out)
+        payload["rl"][f"alpha={alpha}{args.tag}"] = rl_entry(out)
         _save(payload)
     print_rl(payload)
+
+
+def cmd_engines(args) -> None:
+    """One RL step (the `rl` setup, alpha 0.8, same start, seed and questions) with each
+    rollout engine, one after the other in this process: seconds per phase and memory."""
+    import shutil
+
+    from rememr1.rl.trainer import Trainer
+
+    keys = {"seconds_rollout": "rollout s", "seconds_reference": "reference s",
+            "seconds_update": "update s", "seconds_step": "step s", "gen_tokens_per_s": "gen tok/s",
+            "completion_tokens": "gen tokens", "peak_rss_gb": "peak GB", "kl": "kl"}
+    rows = {}
+    table = Table(title="One RL step by rollout engine (LoRA, G x B rollouts of 1K-token items)")
+    table.add_column("engine")
+    for label in keys.values():
+        table.add_column(label, justify="right")
+    for engine in ("hf", "llamacpp"):
+        out = args.work / f"engine-{engine}"
+        shutil.rmtree(out, ignore_errors=True)
+        (line,) = Trainer(_rl_config(args, out, alpha=0.8, engine=engine, steps=1), quiet=True).train()
+        rows[engine] = {k: line[k] for k in keys}
+        table.add_row(engine, *(f"{line[k]:.3g}" for k in keys))
+    Console().print(table)
+    payload = _load()
+    payload["engines"] = {"group_size": args.group_size, "batch_size": args.batch_size, "rows": rows}
+    _save(payload)
 
 
 def rl_entry(run: Path, max_step: int | None = None) -> dict:
@@ -227,6 +263,7 @@ def rl_entry(run: Path, max_step: int | None = None) -> dict:
         "start": cfg["model"]["path"], "lora": cfg["model"].get("lora"), "lr": cfg["optim"]["lr"],
         "alpha": cfg["loss"]["alpha"], "group_size": cfg["rollout"]["group_size"],
         "batch_size": cfg["rollout"]["batch_size"], "data": cfg["data"]["train"],
+        "engine": cfg["rollout"].get("engine", "hf"),
         "steps_planned": cfg["steps"], "metrics": lines,
         "slopes": {k: slope_ci([x[k] for x in lines if x.get(k) is not None]) for k in REWARDS},
     }
@@ -311,7 +348,7 @@ def cmd_speed(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("data", "eval", "rl", "report", "speed"))
+    ap.add_argument("command", choices=("data", "eval", "rl", "report", "speed", "engines"))
     ap.add_argument("--work", type=Path, default=Path("runs/learning"), help="data and run directories")
     ap.add_argument("--lengths", default="2k,4k", help="grid lengths (x 2,3 hops x reverse,forward)")
     ap.add_argument("--extra", default="8k:2:reverse,8k:2:forward", help="more cells, LENGTH:HOPS:ORDER")
@@ -341,6 +378,9 @@ def main() -> None:
                     help="data: minimum tokens between the RL items' evidence paragraphs")
     ap.add_argument("--rl-max-step", type=int, help="report: RL metrics up to this step (runs stopped apart)")
     ap.add_argument("--lora", action="store_true", help="rl: train the start adapter (LoRA) instead of every weight")
+    ap.add_argument("--engine", default="hf", choices=("hf", "llamacpp"),
+                    help="rl: what samples the rollouts (llamacpp: LoRA runs, about 2x faster on a CPU; `engines` compares)")
+    ap.add_argument("--tag", default="", help="rl: suffix of the run directory (rl-ALPHA-TAG) and its results key")
     args = ap.parse_args()
     if args.command == "data":
         cmd_data(args)
@@ -350,6 +390,8 @@ def main() -> None:
         cmd_rl(args)
     elif args.command == "speed":
         cmd_speed(args)
+    elif args.command == "engines":
+        cmd_engines(args)
     payload = _load()
     if args.command == "report":
         for run in sorted(p for p in (args.work / "eval").glob("*") if p.is_dir()):

@@ -125,3 +125,27 @@ def test_sync_api_inside_a_running_event_loop(scripted):
 
     assert asyncio.run(notebook_cell()).answer == "ok"
     assert asyncio.run(a.aanswer("n" * 30, "q?")).answer == "ok"
+
+
+
+def test_ctrl_c_while_episodes_wait_comes_out_as_keyboard_interrupt():
+    """Ctrl-C lands in the event loop's wait (the signal handler raises there): the caller
+    gets KeyboardInterrupt, with the open episodes cancelled, not a cleanup error."""
+
+    class Interrupted(LatencyBackend):
+        async def asubmit(self, request, sampling):
+            if self.calls == 0:
+                asyncio.get_running_loop().call_later(0.05, ctrl_c)
+            return await super().asubmit(request, sampling)
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    be = Interrupted(fast=5.0)
+    a = agent(be)
+    eps = [a.episode("v" * 30, f"q{i}?") for i in range(2)]
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        list(a.run_iter(eps))
+    assert be.calls == 2 and be.in_flight == 2 and not be.log  # both cancelled mid-request
+    assert time.perf_counter() - started < 2.0  # did not wait for the 5 s replies

@@ -78,6 +78,32 @@ def test_llamacpp_length_finish(llama):
     assert gen.finish_reason == "length" and gen.completion_tokens == 4
 
 
+def test_llamacpp_token_ids_path_samples_what_chat_completion_samples(llama):
+    """token_ids=True (RL rollouts) returns the ids it sampled, and with the same seed the
+    same text as the chat-completion path; ids end with end-of-generation on a stop."""
+    from rememr1.backends.llamacpp import LlamaCppBackend
+
+    ids = LlamaCppBackend(None, token_ids=True)
+    try:
+        reqs = [ask("Invent a name for a cat.", seed=s) for s in (1, 2, 3)] + [LONG]
+        sampling = SamplingParams(max_new_tokens=48, temperature=1.0, top_p=0.95, seed=7)
+        plain, tok = llama.generate(reqs, sampling), ids.generate(reqs, sampling)
+        assert [g.text for g in tok] == [g.text for g in plain]
+        eos = ids._vocab.token_eos()
+        for req, g in zip(reqs, tok):
+            assert list(g.prompt_ids) == ids.prompt_ids(req) and g.completion_tokens == len(g.completion_ids)
+            body = list(g.completion_ids[:-1] if g.finish_reason == "stop" else g.completion_ids)
+            assert ids.tokenizer.decode(body) == g.text
+            assert (g.completion_ids[-1] == eos) == (g.finish_reason == "stop")
+        assert "stop" in {g.finish_reason for g in tok}
+        cut = ids.generate([LONG], SamplingParams(max_new_tokens=4, temperature=0.0))[0]
+        assert cut.finish_reason == "length" and len(cut.completion_ids) == 4
+        with pytest.raises(BackendError, match="stop strings"):
+            ids.generate([SHORT], SamplingParams(max_new_tokens=4, stop=("x",)))
+    finally:
+        ids.close()
+
+
 # -- transformers --------------------------------------------------------------------------
 
 

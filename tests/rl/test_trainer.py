@@ -335,12 +335,12 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli.app, [
         "train", "--data", str(tiny["data"]), "--out", str(tmp_path / "o"), "--steps", "3",
         "--group-size", "6", "--alpha", "1.0", "--lr", "3e-6", "--set", "loss.kl_beta=0",
-        "--lora", "--set", "model.lora_rank=8",
+        "--lora", "--set", "model.lora_rank=8", "--rollout-engine", "llamacpp",
     ])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert cfg.data.train == [str(tiny["data"])] and cfg.steps == 3
-    assert cfg.model.lora and cfg.model.lora_rank == 8
+    assert cfg.model.lora and cfg.model.lora_rank == 8 and cfg.rollout.engine == "llamacpp"
     assert cfg.rollout.group_size == 6 and cfg.loss.alpha == 1.0 and cfg.optim.lr == 3e-6
     assert cfg.loss.kl_beta == 0.0
     assert cfg.compat == "none" and not cfg.agent.compat.active()

@@ -100,6 +100,13 @@ def _in_this_thread(agen_factory) -> Iterator[Episode]:
             yield episode
     finally:
         try:
+            # A Ctrl-C raised inside the loop's wait leaves the generator's step running
+            # as a task: cancel it (and the episodes it awaits) before closing.
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending))
             loop.run_until_complete(agen.aclose())  # cancels what is still running
         finally:
             loop.run_until_complete(loop.shutdown_default_executor())

@@ -12,6 +12,12 @@ computes). The weights are memory-mapped and shared; each instance has its own K
 of `n_ctx` tokens. CPU threads are split across the instances. Instances are created only
 when a batch needs them.
 
+Token ids (`token_ids=True`, what RL rollouts need): requests are sampled token by token
+from the templated prompt's ids, and each Generation carries its prompt and completion
+ids (the completion ends with the end-of-generation token when the model stopped, as with
+the hf backend). The sampler is the one chat completion uses, so the text is the same for
+the same seed; stop strings are not supported on this path.
+
 Reproducibility: every request is sampled with its own seed (ChatRequest.seed, else
 SamplingParams.seed, else a random one) on a freshly reset instance, so its output does
 not depend on which instance ran it or what ran there before. Resetting gives up
@@ -89,10 +95,12 @@ class LlamaCppBackend(Backend):
         concurrency: int = 1,
         n_batch: int = 512,
         adapter: bool | str | os.PathLike | None = True,
+        token_ids: bool = False,
     ):
         """`adapter`: True applies the built-in model's packaged LoRA adapter (to the
         built-in model only), False none, a path a GGUF LoRA file or a PEFT adapter
-        directory (converted once, `backends.adapters`)."""
+        directory (converted once, `backends.adapters`). `token_ids`: generate token by token
+        and return the prompt and completion ids (see the module docstring)."""
         if concurrency < 1:
             raise InputError(f"concurrency must be >= 1, got {concurrency}")
         if n_threads is not None and n_threads < 1:
@@ -137,6 +145,7 @@ class LlamaCppBackend(Backend):
         )
         self._chat_handler = self._formatter.to_chat_handler()
 
+        self.token_ids = token_ids
         self.concurrency = concurrency
         total_threads = n_threads or _available_cpus()
         self.threads_per_instance = max(1, total_threads // concurrency)
@@ -233,9 +242,14 @@ class LlamaCppBackend(Backend):
             return plan
         start, prompt_tokens, max_new = plan.start, plan.prompt_tokens, plan.max_new
         seed = plan.seed if plan.seed is not None else random.randrange(2**32 - 1)
+        if self.token_ids and sampling.stop:
+            raise BackendError("stop strings are not supported with token_ids=True")
         llm = self._acquire()
         try:
             llm.reset()  # no KV prefix reuse: results must not depend on the instance's past
+            if self.token_ids:
+                prompt = list(plan.prompt_ids or self.prompt_ids(request))
+                return self._run_tokens(llm, prompt, sampling, start=start, max_new=max_new, seed=seed)
             out = llm.create_chat_completion(
                 messages=list(request.messages),
                 max_tokens=max_new,
@@ -261,6 +275,31 @@ class LlamaCppBackend(Backend):
             prompt_tokens=int(usage.get("prompt_tokens", prompt_tokens)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             seconds=time.perf_counter() - start,
+        )
+
+    @staticmethod
+    def _run_tokens(llm, prompt: list[int], sampling: SamplingParams, *, start: float,
+                    max_new: int, seed: int) -> Generation:
+        """One templated prompt sampled token by token (the `token_ids` path)."""
+        import llama_cpp
+
+        llm.set_seed(seed % 0xFFFFFFFF)
+        completion: list[int] = []
+        finish = "length"
+        for token in llm.generate(prompt, top_k=0, top_p=sampling.top_p, min_p=0.0,
+                                  temp=max(0.0, sampling.temperature), repeat_penalty=1.0):
+            completion.append(int(token))
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
+                finish = "stop"
+                break
+            if len(completion) >= max_new:
+                break
+        text_ids = completion[:-1] if finish == "stop" else completion
+        text = llm.detokenize(text_ids, prev_tokens=prompt).decode("utf-8", errors="replace")
+        return Generation(
+            text=text, finish_reason=map_finish_reason(finish), prompt_tokens=len(prompt),
+            completion_tokens=len(completion), seconds=time.perf_counter() - start,
+            prompt_ids=tuple(prompt), completion_ids=tuple(completion),
         )
 
 

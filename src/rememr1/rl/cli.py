@@ -42,6 +42,7 @@ OPTION_KEYS = {
     "dtype": "model.dtype",
     "bf16": "optim.bf16",
     "lora": "model.lora",
+    "rollout_engine": "rollout.engine",
     "compat": "compat",
 }
 
@@ -83,6 +84,7 @@ def train(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Reference model dtype: auto | float32 | bfloat16 (the policy's master weights are always float32)."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the policy's forward passes (default: where the device has fast bf16 kernels)."),
     lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="Train a LoRA adapter (peft) on the frozen base instead of every weight; from an adapter directory (an sft checkpoint), continue that adapter. Rank: --set model.lora_rank=N."),
+    rollout_engine: Optional[str] = typer.Option(None, "--rollout-engine", help="hf | llamacpp: what samples the rollouts. llamacpp (LoRA runs) exports the adapter to GGUF every step and samples on llama.cpp, about 2x faster on a CPU; base GGUF: --set rollout.engine_model=PATH (default: the built-in model's)."),
     compat: Optional[str] = typer.Option(None, "--compat", help="none | official: train as the official ReMemR1 code does (its memory, history, retrieval, recall parsing, rewards and advantages; SPEC §9). Single switches: --set agent.compat.NAME=false, --set reward.NAME=false."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set loss.kl_beta=0.0 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step lines on stderr."),

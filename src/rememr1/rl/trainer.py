@@ -34,9 +34,10 @@ Outputs in OUT: `metrics.jsonl` and TensorBoard events (`rl.logs`), validation r
 directories plus `trainer_state.pt`, `rl.checkpoint`), `config.yaml`. Rerunning the same
 command resumes from the newest checkpoint and computes the same next step as an
 uninterrupted run (tests/rl/test_trainer.py checks the loss); Ctrl-C is handled by
-`rl.interrupts`. Under torchrun the questions of a step are dealt out over the ranks and
-gradients summed, with the model replicated or sharded by FSDP (`rl.distributed`); rank 0
-writes everything.
+`rl.interrupts`. With `rollout.engine: llamacpp` the adapter llama.cpp samples with is
+written to `OUT/.rollout/` each step (`rl.gguf_rollouts`). Under torchrun the questions
+of a step are dealt out over the ranks and gradients summed, with the model replicated or
+sharded by FSDP (`rl.distributed`); rank 0 writes everything.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from .budget import MemoryPlan, free_bytes, limit_malloc_caching, longest_sequen
 from .config import TrainConfig, config_from_dict
 from .data import DataStream, batch_keys, expand_files, load_training_samples, question_key
 from .distributed import from_env, full_state_dict, load_optimizer_state, optimizer_state, shard_model
+from .gguf_rollouts import GGUFRollouts
 from .interrupts import Interrupts
 from .logs import METRIC_KEYS, RunLog, mean, reward_metrics, rollout_summary
 from .loss import total_loss
@@ -83,8 +85,8 @@ from .validation import validate
 # every validation setting (`eval.*`).
 RESUMABLE_CHANGES = (
     "out", "steps", "save_every", "eval_every", "log_every", "keep_last", "model.device",
-    "data.dev", "rollout.generation_batch_size", "optim.max_tokens_per_micro_batch",
-    "model.gradient_checkpointing", "distributed.strategy",
+    "data.dev", "rollout.generation_batch_size", "rollout.engine_concurrency",
+    "optim.max_tokens_per_micro_batch", "model.gradient_checkpointing", "distributed.strategy",
 )
 
 
@@ -173,6 +175,13 @@ class Trainer:
         self._snapshot = self._capture()
         self.agent = policy_agent(self.rollout_model, self.policy.tokenizer, cfg.rollout, cfg.agent,
                                   seed=cfg.seed, autocast=self.policy.autocast)
+        self.gguf = None
+        if cfg.rollout.engine == "llamacpp":
+            if dist.world_size > 1:
+                raise InputError("rollout.engine=llamacpp runs in one process; use the hf engine "
+                                 "for a distributed run")
+            self.gguf = GGUFRollouts(self.policy.model, self.policy.tokenizer, cfg.rollout, cfg.agent,
+                                     seed=cfg.seed, work_dir=self.out / ".rollout")
 
     def _check_budget(self, longest: int) -> None:
         """Refuse (one line) a token budget, or a sequence, that cannot fit in memory."""
@@ -301,9 +310,14 @@ class Trainer:
 
         # 1. rollouts of this rank's questions
         self._phase(intr, "rollout")
-        groups = collect_rollouts(self.agent, [self.samples[indices[i]] for i in mine],
-                                  group_size=cfg.rollout.group_size, step=step,
-                                  keys=[keys[i] for i in mine])
+        try:
+            groups = collect_rollouts(self.gguf.agent() if self.gguf else self.agent,
+                                      [self.samples[indices[i]] for i in mine],
+                                      group_size=cfg.rollout.group_size, step=step,
+                                      keys=[keys[i] for i in mine])
+        finally:
+            if self.gguf:
+                self.gguf.close()  # its threads would compete with the update's
         t_rollout = time.perf_counter()
 
         # 2. rewards and advantages (a question's rollouts are all on this rank)
