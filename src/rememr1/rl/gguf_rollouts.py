@@ -27,7 +27,6 @@ the built-in model's, for runs on the built-in base.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,8 +34,6 @@ from pathlib import Path
 from ..agent import Agent, AgentConfig
 from ..errors import InputError
 from .rollout import RolloutConfig, rollout_agent
-
-log = logging.getLogger(__name__)
 
 _PROBE = ({"role": "system", "content": "You read documents."},
           {"role": "user", "content": "Probe: café, 1,234 tokens — <update>x</update> \\boxed{y}"})

@@ -173,10 +173,12 @@ class Trainer:
                              or self.plan.default_budget(free, self.policy.device.type))
         self._check_budget(longest_sequence(cfg.agent.chunk_size or 5000, cfg.rollout.max_new_tokens))
         self._snapshot = self._capture()
-        self.agent = policy_agent(self.rollout_model, self.policy.tokenizer, cfg.rollout, cfg.agent,
-                                  seed=cfg.seed, autocast=self.policy.autocast)
-        self.gguf = None
-        if cfg.rollout.engine == "llamacpp":
+        # What samples the rollouts: the torch policy, or llama.cpp on its exported adapter.
+        self.agent = self.gguf = None
+        if cfg.rollout.engine == "hf":
+            self.agent = policy_agent(self.rollout_model, self.policy.tokenizer, cfg.rollout, cfg.agent,
+                                      seed=cfg.seed, autocast=self.policy.autocast)
+        else:
             if dist.world_size > 1:
                 raise InputError("rollout.engine=llamacpp runs in one process; use the hf engine "
                                  "for a distributed run")
