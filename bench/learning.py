@@ -29,7 +29,8 @@ llamacpp` samples the rollouts on llama.cpp (`rememr1.rl.gguf_rollouts`, about 2
 here); `--tag` names the run directory rl-ALPHA-TAG (`--tag=-x`: a leading dash needs the =). The slope of
 each reward over steps with its 95% interval (least squares, t quantile); `report`
 re-reads every `rl-*` run under `--work`, cut at `--rl-max-step` when runs stopped apart.
-Results: bench/results/learning.json and learning.png.
+Results: bench/results/learning.json and learning.png; with another `--work` (a smoke run,
+say), WORK/results/ unless `--results` says where, so a trial never overwrites the record.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = HERE / "results"  # for the default --work; main() points it elsewhere for another
+DEFAULT_WORK = Path("runs/learning")
 KEY = ("4k", 2, "reverse")
 REWARDS = ("outcome_reward", "state_reward", "memory_gain", "callback_bonus", "format_reward")
 
@@ -349,7 +351,9 @@ def cmd_speed(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=("data", "eval", "rl", "report", "speed", "engines"))
-    ap.add_argument("--work", type=Path, default=Path("runs/learning"), help="data and run directories")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="data and run directories")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="where learning.json/png go (default: bench/results for the default --work, else WORK/results)")
     ap.add_argument("--lengths", default="2k,4k", help="grid lengths (x 2,3 hops x reverse,forward)")
     ap.add_argument("--extra", default="8k:2:reverse,8k:2:forward", help="more cells, LENGTH:HOPS:ORDER")
     ap.add_argument("--n", type=int, default=3, help="items per grid cell")
@@ -382,6 +386,8 @@ def main() -> None:
                     help="rl: what samples the rollouts (llamacpp: LoRA runs, about 2x faster on a CPU; `engines` compares)")
     ap.add_argument("--tag", default="", help="rl: suffix of the run directory (rl-ALPHA-TAG) and its results key")
     args = ap.parse_args()
+    global RESULTS
+    RESULTS = args.results or (RESULTS if args.work == DEFAULT_WORK else args.work / "results")
     if args.command == "data":
         cmd_data(args)
     elif args.command == "eval":

@@ -3,6 +3,7 @@
     python bench/train_memory.py                        # the 3 x 3 grid, built-in model, CPU
     python bench/train_memory.py --baseline f2d0558     # also the trainer of that commit, same work
     python bench/train_memory.py --issue-command        # + the 4.5K-token command of issue 11
+    python bench/train_memory.py --steps "" --growth 10 # RSS over 10 steps: oneDNN caches bounded or not, fp32
     python bench/train_memory.py --report               # reprint the saved table
 
 Each cell is one training step (B = 1 question, G rollouts, a document of (S - 1) chunks of
@@ -12,7 +13,11 @@ model, rollouts, reference scoring and the update all included). With `--baselin
 the same cells also run the trainer of git commit REF (checked out into a temporary
 worktree), watched by this script and killed above `--cap-gb`, so it cannot take the
 machine down. A third table compares bfloat16 autocast with float32 on one micro-batch:
-seconds for forward + backward, and how far loss and gradient move.
+seconds for forward + backward, and how far loss and gradient move. `--growth N` runs N
+steps in one process per variant and reads the peak RSS the trainer logs after each
+step: bfloat16 autocast with oneDNN's shape-keyed caches bounded (what `rememr1` sets,
+backends.hf.bound_onednn_caches), with torch's default caches (1024 entries each), and
+float32; a trainer whose memory creeps up step by step shows it here.
 
 Writes bench/results/train_memory.json. Target (issue 11): peak at 32 steps x G = 8 within
 1.5x of 2 steps x G = 2; the issue-11 command completes 2 steps under 6 GB.
@@ -68,8 +73,10 @@ def make_parquet(path: Path, doc_tokens: int, n: int = 2) -> Path:
 
 
 def run_cell(src: Path, data: Path, out: Path, *, steps_per_episode: int, group: int, args,
-             train_steps: int = 1, chunk: int | None = None, new_tokens: int | None = None) -> dict:
-    """One `rememr1 train` process (code from `src`); peak RSS polled and capped."""
+             train_steps: int = 1, chunk: int | None = None, new_tokens: int | None = None,
+             env: dict[str, str | None] | None = None, extra: tuple[str, ...] = ()) -> dict:
+    """One `rememr1 train` process (code from `src`); peak RSS polled and capped. `env`:
+    variables to set (None: unset) for it; `extra`: more `rememr1 train` arguments."""
     import psutil
 
     cmd = [sys.executable, "-m", "rememr1", "train", "--data", str(data), "--out", str(out),
@@ -77,8 +84,8 @@ def run_cell(src: Path, data: Path, out: Path, *, steps_per_episode: int, group:
            "--chunk-size", str(chunk or args.chunk_size),
            "--max-new-tokens", str(new_tokens or args.max_new_tokens), "--save-every", "0",
            "--set", "rollout.temperature=0.7", "--set", "agent.fallback=reply",
-           "--set", "model.device=cpu", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(src)}
+           "--set", "model.device=cpu", "--quiet", *extra]
+    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(src), **(env or {})}.items() if v is not None}
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak, killed = 0, False
@@ -108,6 +115,8 @@ def run_cell(src: Path, data: Path, out: Path, *, steps_per_episode: int, group:
         row["peak_rss_gb_reported"] = lines[-1].get("peak_rss_gb")
         row["micro_batches"] = lines[-1].get("micro_batches")
         row["budget"] = lines[-1].get("max_tokens_per_micro_batch")
+        row["rss_per_step"] = [x.get("peak_rss_gb") for x in lines]
+        row["seconds_per_step"] = [x["seconds_step"] for x in lines]
     if proc.returncode not in (0, None) and not killed:
         row["error"] = (stderr.strip().splitlines() or ["?"])[-1][:200]
     return row
@@ -147,6 +156,29 @@ def precision_check(args) -> dict:
     return out
 
 
+GROWTH_VARIANTS = {
+    # name: (environment, extra `rememr1 train` arguments)
+    "bf16, caches capped (default)": ({v: None for v in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
+                                                                 "LRU_CACHE_CAPACITY")}, ()),
+    "bf16, caches 1024 (torch's)": ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024",
+                                             "LRU_CACHE_CAPACITY": "1024"}, ()),
+    "float32": ({}, ("--no-bf16",)),
+}
+
+
+def growth(args, tmp: Path) -> dict:
+    """`args.growth` trainer steps per variant, one process each; RSS after every step."""
+    s, g = args.growth_cell
+    data = make_parquet(tmp / "growth.parquet", (s - 1) * args.chunk_size, n=4)
+    out = {}
+    for name, (env, extra) in GROWTH_VARIANTS.items():
+        row = run_cell(ROOT / "src", data, tmp / f"growth-{len(out)}", steps_per_episode=s, group=g,
+                       args=args, train_steps=args.growth, env=env, extra=extra)
+        out[name] = row
+        print(json.dumps({"growth": name, **row}), flush=True)
+    return out
+
+
 def worktree(ref: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="rememr1-baseline-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
@@ -180,6 +212,19 @@ def show(results: dict) -> None:
         console.print(f"issue-11 command (4.5K-token document, chunk 256, 48 new tokens, G=2, 2 steps): "
                       f"peak {r['peak_gb']:.2f} GB, {r.get('seconds_step', float('nan')):.0f} s/step, "
                       f"return code {r['returncode']} (target: completes under 6 GB)")
+    if "growth" in results:
+        table = Table(title="resident memory over RL steps, one process, built-in model, CPU")
+        for col in ("variant", "steps", "RSS step 1", "RSS step 2", "RSS last", "GB/step after 2", "s/step"):
+            table.add_column(col, justify="right")
+        for name, r in results["growth"].items():
+            rss = r.get("rss_per_step") or []
+            secs = r.get("seconds_per_step") or []
+            # step 1 is warm-up (the first update's buffers); the creep is what follows
+            slope = (rss[-1] - rss[1]) / (len(rss) - 2) if len(rss) > 2 else float("nan")
+            cell = lambda i: f"{rss[i]:.2f}" if len(rss) > abs(i) else "-"  # noqa: E731
+            table.add_row(name, str(len(rss)), cell(0), cell(1), cell(-1), f"{slope:+.3f}",
+                          f"{sum(secs) / len(secs):.0f}" if secs else "-")
+        console.print(table)
     if "precision" in results:
         p = results["precision"]
         console.print(
@@ -200,10 +245,13 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, help="git ref of a trainer to compare with")
     ap.add_argument("--cap-gb", type=float, default=18.0, help="kill a run above this RSS")
     ap.add_argument("--issue-command", action="store_true")
+    ap.add_argument("--growth", type=int, default=0, help="RSS over this many steps per variant (0: skip)")
+    ap.add_argument("--growth-cell", default="8x4", help="steps/episode x G for --growth")
     ap.add_argument("--merge", action="store_true",
                     help="keep the saved results and replace only what this run measures")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
+    args.growth_cell = tuple(int(v) for v in args.growth_cell.split("x"))
     if args.report:
         show(json.loads(RESULTS.read_text()))
         return
@@ -236,6 +284,8 @@ def main() -> None:
             results["issue_command"] = run_cell(ROOT / "src", data, tmp / "issue", steps_per_episode=19,
                                                 group=2, args=args, train_steps=2, chunk=256, new_tokens=48)
             print(json.dumps(results["issue_command"]), flush=True)
+        if args.growth:
+            results["growth"] = growth(args, tmp)
     if not (args.merge and "precision" in results):
         results["precision"] = precision_check(args)
     if tree is not None:

@@ -90,3 +90,55 @@ def test_cut_completion(cutter):
     # a stop string ends the ids at the token that completes it
     assert cutter._cut_completion([1, 2, 3, 4, 5], ("bc",)) == ([1, 2, 3], "stop")
     assert cutter._cut_completion([1, 2, 3, 4], ("zz",)) == ([1, 2, 3, 4], "length")
+
+
+# A process that runs bfloat16 linear layers on 300 new sequence lengths, then prints how
+# much its resident memory grew (GB). oneDNN keys its caches by shape.
+_SHAPES_SCRIPT = """
+import os, random, psutil, torch
+from rememr1.backends.hf import bound_onednn_caches
+bound_onednn_caches()
+lin = torch.nn.Linear(64, 64)
+def run(n):
+    for _ in range(n):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lin(torch.randn(random.randint(1, 6), random.randint(100, 900), 64))
+random.seed(0)
+run(20)
+before = psutil.Process().memory_info().rss
+run(300)
+print((psutil.Process().memory_info().rss - before) / 2**30)
+"""
+
+
+def _growth_gb(env_caches: str | None) -> float:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in hf.ONEDNN_CACHE_VARS}
+    if env_caches is not None:
+        env.update(dict.fromkeys(hf.ONEDNN_CACHE_VARS, env_caches))
+    out = subprocess.run([sys.executable, "-c", _SHAPES_SCRIPT], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_bound_onednn_caches_keeps_a_users_setting(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")
+    hf.bound_onednn_caches()
+    import os
+
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(hf.ONEDNN_CACHE_ENTRIES)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "7"
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no oneDNN bfloat16 kernels")
+def test_bounded_onednn_caches_stop_memory_growing_with_new_shapes():
+    # torch's defaults (1024 entries) let memory grow with every new length (about 0.2 GB
+    # over 300 lengths here); the bound keeps it nearly flat.
+    unbounded = _growth_gb("1024")
+    bounded = _growth_gb(None)
+    assert unbounded > 0.05
+    assert bounded < unbounded / 4

@@ -448,3 +448,17 @@ def test_two_ranks_match_one_process(tiny, tmp_path, strategy):
     assert resumed.step == 1 and resumed.dist.world_size == 1
     resumed.train()
     assert [x["step"] for x in read_metrics(tmp_path / "double")] == [1, 2]
+
+
+def test_load_policy_bounds_onednn_caches_before_any_forward(tiny, monkeypatch):
+    # oneDNN reads its cache sizes at first use; the trainer's policy loader sets them
+    # (backends.hf.bound_onednn_caches) so bf16 steps on CPU do not grow memory per shape.
+    import os
+
+    from rememr1.backends.hf import ONEDNN_CACHE_ENTRIES, ONEDNN_CACHE_VARS
+    from rememr1.rl.policy import ModelConfig, load_policy
+
+    for var in ONEDNN_CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    load_policy(ModelConfig(path=str(tiny["model"])), device="cpu", with_reference=False)
+    assert all(os.environ[v] == str(ONEDNN_CACHE_ENTRIES) for v in ONEDNN_CACHE_VARS)

@@ -41,7 +41,25 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+# oneDNN, behind torch's bfloat16 kernels on CPU, keeps two caches keyed by tensor shape
+# (its primitive cache and ideep's, 1024 entries each by default). Every new sequence
+# length adds entries of several MB, so an RL run (new shapes every step) grew by about
+# 0.25 GB per step with the built-in model. 32 entries hold all the shapes of one forward
+# and backward pass at no measured cost in speed (bench/train_memory.py --growth). Read by
+# oneDNN at its first use in the process, so this must run before any bfloat16 matmul; a
+# value the user exported wins.
+ONEDNN_CACHE_ENTRIES = 32
+ONEDNN_CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def bound_onednn_caches(entries: int = ONEDNN_CACHE_ENTRIES) -> None:
+    """Cap oneDNN's shape-keyed caches at `entries` each (unless set in the environment)."""
+    for var in ONEDNN_CACHE_VARS:
+        os.environ.setdefault(var, str(entries))
+
+
 def _import_torch():
+    bound_onednn_caches()
     try:
         import torch
         import transformers  # noqa: F401 - checked here so the message names the extra

@@ -88,8 +88,9 @@ def load_policy(cfg: ModelConfig, *, device: str, bf16: bool | None = None,
     """The policy (float32, eval mode, on `device`), from `resume_from` if given, else from
     `cfg.path`; the reference from `cfg.ref_path` or the initial policy. `bf16`: autocast
     the policy's forward passes (None: where `bf16_is_fast`)."""
-    from ..backends.hf import load_pretrained, pad_token_id, resolve_dtype
+    from ..backends.hf import bound_onednn_caches, load_pretrained, pad_token_id, resolve_dtype
 
+    bound_onednn_caches()  # before the first forward pass (see backends.hf)
     source = cfg.path
     if source is None:
         from ..backends.builtin import builtin_hf_dir
