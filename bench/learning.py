@@ -419,4 +419,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the trainer has saved and said how to resume
+        sys.exit(130)
