@@ -156,14 +156,15 @@ def precision_check(args) -> dict:
     return out
 
 
-GROWTH_VARIANTS = {
-    # name: (environment, extra `rememr1 train` arguments)
-    "bf16, caches capped (default)": ({v: None for v in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
-                                                                 "LRU_CACHE_CAPACITY")}, ()),
-    "bf16, caches 1024 (torch's)": ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024",
-                                             "LRU_CACHE_CAPACITY": "1024"}, ()),
-    "float32": ({}, ("--no-bf16",)),
-}
+def growth_variants() -> dict[str, tuple[dict[str, str | None], tuple[str, ...]]]:
+    """name: (environment, extra `rememr1 train` arguments) of each --growth run."""
+    from rememr1.backends.hf import ONEDNN_CACHE_VARS
+
+    return {
+        "bf16, caches capped (default)": (dict.fromkeys(ONEDNN_CACHE_VARS), ()),
+        "bf16, caches 1024 (torch's)": (dict.fromkeys(ONEDNN_CACHE_VARS, "1024"), ()),
+        "float32": ({}, ("--no-bf16",)),
+    }
 
 
 def growth(args, tmp: Path) -> dict:
@@ -171,7 +172,7 @@ def growth(args, tmp: Path) -> dict:
     s, g = args.growth_cell
     data = make_parquet(tmp / "growth.parquet", (s - 1) * args.chunk_size, n=4)
     out = {}
-    for name, (env, extra) in GROWTH_VARIANTS.items():
+    for name, (env, extra) in growth_variants().items():
         row = run_cell(ROOT / "src", data, tmp / f"growth-{len(out)}", steps_per_episode=s, group=g,
                        args=args, train_steps=args.growth, env=env, extra=extra)
         out[name] = row
