@@ -68,6 +68,33 @@ def test_adapter_directory_loads_as_base_plus_scaled_update(tiny_base, tmp_path)
     assert all(p.requires_grad for p in merged.parameters())  # trainable, as a plain model (RL from SFT)
 
 
+def test_adapter_trained_over_another_adapter_loads_with_it(tiny_base, tmp_path):
+    """An adapter whose recorded base is another adapter directory brings that one along:
+    loading it gives base + first update + second update (not the second alone), and
+    llama.cpp, which applies one adapter, refuses it in one line."""
+    from rememr1.backends.adapters import adapter_chain, adapter_root
+    from rememr1.backends.hf import load_pretrained
+
+    base, _, _ = load_pretrained(str(tiny_base), torch.float32)
+    first = random_adapter(base, tmp_path / "first", scale=1.0, base=str(tiny_base))
+    over_first, _, _ = load_pretrained(str(first), torch.float32)
+    second = random_adapter(over_first, tmp_path / "second", scale=0.5, base=str(first))
+    assert adapter_chain(second) == [first, second] and adapter_root(second) == str(tiny_base)
+    both, _, _ = load_pretrained(str(second), torch.float32)
+    also, _, _ = load_pretrained(str(tiny_base), torch.float32, adapter=second)
+    fresh, _, _ = load_pretrained(str(tiny_base), torch.float32)
+    from safetensors.torch import load_file
+
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_{}.weight"
+    w1, w2 = (load_file(str(d / "adapter_model.safetensors")) for d in (first, second))
+    expected = fresh.model.layers[0].self_attn.q_proj.weight + 2 * (w1[key.format("B")] @ w1[key.format("A")]
+                                                                   + w2[key.format("B")] @ w2[key.format("A")])
+    for model in (both, also):
+        assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight, expected, atol=1e-5)
+    with pytest.raises(BackendError, match="trained over the adapter .*first"):
+        resolve_adapter(str(second), None, for_gguf=True, base_gguf=tmp_path / "unused.gguf")
+
+
 def test_adapter_whose_base_is_missing_is_one_line(tmp_path):
     (tmp_path / ADAPTER_CONFIG).write_text(json.dumps({"base_model_name_or_path": "/nowhere/model"}))
     with pytest.raises(BackendError, match="base model of adapter .* is not here"):

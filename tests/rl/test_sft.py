@@ -80,6 +80,23 @@ def test_lora_learns_the_replies_and_checkpoints_load_as_a_model(traces, tiny_mo
     assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved
 
 
+def test_lora_run_from_an_adapter_continues_that_adapter(traces, tiny_model, tmp_path):
+    """A second stage given the first's adapter as its model trains that adapter further
+    (not a new one stacked over it): one adapter over the original base comes out, and
+    training starts at the loss where the first stage ended."""
+    from rememr1.backends.adapters import adapter_chain, adapter_root
+
+    one = SFTTrainer(_cfg(traces, tiny_model, tmp_path / "one", max_steps=8, epochs=20), quiet=True).train()
+    two = SFTTrainer(_cfg(traces, one, tmp_path / "two", max_steps=2, epochs=20), quiet=True).train()
+    assert adapter_chain(two) == [two] and adapter_root(two) == adapter_root(one) == str(tiny_model.resolve())
+    first, second = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert second[0] < first[0] - 1.0  # started from the first stage's adapter, not from zero
+    from safetensors.torch import load_file
+
+    w1, w2 = (load_file(str(d / "adapter_model.safetensors")) for d in (one, two))
+    assert w1.keys() == w2.keys() and any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
 def test_resumed_run_matches_an_uninterrupted_one(traces, tiny_model, tmp_path):
     whole = tmp_path / "whole"
     SFTTrainer(_cfg(traces, tiny_model, whole, max_steps=4, epochs=5), quiet=True).train()

@@ -54,8 +54,28 @@ def adapter_base(path: str | Path) -> str | None:
     return base
 
 
+def adapter_chain(path: str | Path) -> list[Path]:
+    """The adapters to merge for `path`, innermost first: `path` alone, or, when its
+    recorded base is itself an adapter directory (trained over another adapter), that
+    one's chain followed by `path`."""
+    chain = [Path(path)]
+    while (base := adapter_base(chain[0])) is not None and is_adapter_dir(base):
+        if Path(base).resolve() in {p.resolve() for p in chain}:
+            raise BackendError(f"adapter {path} names itself as its own base")
+        chain.insert(0, Path(base))
+    return chain
+
+
+def adapter_root(path: str | Path) -> str | None:
+    """The model directory under an adapter's chain (None: the built-in model)."""
+    return adapter_base(adapter_chain(path)[0])
+
+
 def apply_adapter(model, path: str | Path):
-    """`model` with the PEFT adapter in `path` merged into its weights."""
+    """`model` with the PEFT adapter in `path` merged into its weights (after the adapters
+    it was trained over, if its base is another adapter: `adapter_chain`)."""
+    for inner in adapter_chain(path)[:-1]:
+        model = apply_adapter(model, inner)
     try:
         from peft import PeftModel
     except ImportError as exc:
@@ -115,6 +135,10 @@ def resolve_adapter(adapter: bool | str | Path | None, model: str | Path | None,
         if not path.exists():
             raise BackendError(f"adapter not found: {path}")
     if for_gguf and path.is_dir():
+        if (path / ADAPTER_CONFIG).is_file() and len(chain := adapter_chain(path)) > 1:
+            raise BackendError(f"{path} was trained over the adapter {chain[-2]}; llama.cpp applies one "
+                               "adapter: use --backend hf, or train one adapter by continuing the first "
+                               "(rememr1 sft --model ADAPTER_DIR)")
         if base_gguf is None:
             from .builtin import builtin_gguf_path
 
@@ -143,5 +167,6 @@ def pack_adapter(src: str | Path, dst: str | Path = BUILTIN_ADAPTER) -> Path:
     return dst
 
 
-__all__ = ["ADAPTER_CONFIG", "BUILTIN_BASE", "adapter_base", "apply_adapter", "base_name_for",
+__all__ = ["ADAPTER_CONFIG", "BUILTIN_BASE", "adapter_base", "adapter_chain", "adapter_root", "apply_adapter",
+           "base_name_for",
            "builtin_adapter_dir", "gguf_adapter", "is_adapter_dir", "pack_adapter", "resolve_adapter"]

@@ -102,11 +102,13 @@ def load_pretrained(model: str | os.PathLike | None, torch_dtype, *,
     `adapter`: an adapter directory to merge on top."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rememr1.backends.adapters import adapter_base, apply_adapter, is_adapter_dir
+    from rememr1.backends.adapters import adapter_root, apply_adapter, is_adapter_dir
 
     if model is not None and is_adapter_dir(Path(model).expanduser()):
         path = Path(model).expanduser()
-        hf_model, tokenizer, _ = load_pretrained(adapter_base(path), torch_dtype, adapter=path)
+        hf_model, tokenizer, _ = load_pretrained(adapter_root(path), torch_dtype, adapter=path)
+        if adapter is not None:  # a further adapter on top
+            hf_model = apply_adapter(hf_model, adapter)
         return hf_model, tokenizer, path.name
     if adapter is not None:
         hf_model, tokenizer, name = load_pretrained(model, torch_dtype)

@@ -109,7 +109,7 @@ class SFTTrainer:
     """One supervised warm-start run (see the module docstring)."""
 
     def __init__(self, cfg: SFTConfig, *, quiet: bool = False) -> None:
-        from ..backends.adapters import base_name_for
+        from ..backends.adapters import adapter_base, base_name_for, is_adapter_dir
         from ..backends.hf import resolve_device
         from ..data.oracle import read_traces
 
@@ -127,13 +127,19 @@ class SFTTrainer:
         device = resolve_device(cfg.model.device)
         torch.manual_seed(cfg.seed)
         # A LoRA run resumes from the adapter over the original base; a full run from the
-        # checkpoint's weights.
-        self.policy = load_policy(cfg.model, device=device, bf16=cfg.optim.bf16, with_reference=False,
+        # checkpoint's weights. A LoRA run whose model is an adapter continues training that
+        # adapter (its rank and targets) over the adapter's base, as RL does: one adapter
+        # comes out, which both backends apply alone.
+        model_cfg, start = cfg.model, None
+        if cfg.lora and cfg.model.path is not None and is_adapter_dir(cfg.model.path):
+            start = cfg.model.path
+            model_cfg = dataclasses.replace(cfg.model, path=adapter_base(start))
+        self.policy = load_policy(model_cfg, device=device, bf16=cfg.optim.bf16, with_reference=False,
                                   resume_from=None if cfg.lora else resume)
         model = self.policy.model
         if cfg.lora:
             model = wrap_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
-                              base_name=base_name_for(self.policy.source), adapter=resume)
+                              base_name=base_name_for(self.policy.source), adapter=resume or start)
             model.eval()
         self.model = model
         window = int(getattr(model.config, "max_position_embeddings", 0) or 8192)
