@@ -93,6 +93,13 @@ def test_adapter_trained_over_another_adapter_loads_with_it(tiny_base, tmp_path)
         assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight, expected, atol=1e-5)
     with pytest.raises(BackendError, match="trained over the adapter .*first"):
         resolve_adapter(str(second), None, for_gguf=True, base_gguf=tmp_path / "unused.gguf")
+    # three deep: each adapter merged once
+    third = random_adapter(both, tmp_path / "third", scale=0.25, base=str(second))
+    assert adapter_chain(third) == [first, second, third]
+    w3 = load_file(str(third / "adapter_model.safetensors"))
+    three, _, _ = load_pretrained(str(third), torch.float32)
+    expected = expected + 2 * w3[key.format("B")] @ w3[key.format("A")]
+    assert torch.allclose(three.model.layers[0].self_attn.q_proj.weight, expected, atol=1e-5)
 
 
 def test_adapter_whose_base_is_missing_is_one_line(tmp_path):

@@ -61,9 +61,18 @@ def adapter_chain(path: str | Path) -> list[Path]:
     chain = [Path(path)]
     while (base := adapter_base(chain[0])) is not None and is_adapter_dir(base):
         if Path(base).resolve() in {p.resolve() for p in chain}:
-            raise BackendError(f"adapter {path} names itself as its own base")
+            raise BackendError(f"the bases recorded by adapter {path} and those under it form a loop")
         chain.insert(0, Path(base))
     return chain
+
+
+def lora_start(source: str | Path | None) -> tuple[str | None, str | None]:
+    """(model to load, adapter to keep training) for a LoRA run from `source`: an adapter
+    directory is continued over its base (None: the built-in model); anything else is
+    the base of a fresh adapter. `rememr1 sft` and RL's `--lora` both start this way."""
+    if source is not None and is_adapter_dir(source):
+        return adapter_base(source), str(source)
+    return (None if source is None else str(source)), None
 
 
 def adapter_root(path: str | Path) -> str | None:
@@ -74,22 +83,21 @@ def adapter_root(path: str | Path) -> str | None:
 def apply_adapter(model, path: str | Path):
     """`model` with the PEFT adapter in `path` merged into its weights (after the adapters
     it was trained over, if its base is another adapter: `adapter_chain`)."""
-    for inner in adapter_chain(path)[:-1]:
-        model = apply_adapter(model, inner)
     try:
         from peft import PeftModel
     except ImportError as exc:
         raise BackendError("loading a LoRA adapter needs peft: pip install 'rememr1[hf]'") from exc
     import warnings
 
-    try:
-        with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
-            warnings.simplefilter("ignore", FutureWarning)
-            merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BackendError(f"cannot apply the adapter in {path}: {first}") from exc
-    return merged.requires_grad_(True)  # peft froze the base: trainable again, as loaded models are
+    for one in adapter_chain(path):  # each merged once, innermost first
+        try:
+            with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
+                warnings.simplefilter("ignore", FutureWarning)
+                model = PeftModel.from_pretrained(model, str(one)).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"cannot apply the adapter in {one}: {first}") from exc
+    return model.requires_grad_(True)  # peft froze the base: trainable again, as loaded models are
 
 
 def builtin_adapter_dir() -> Path | None:
@@ -169,4 +177,5 @@ def pack_adapter(src: str | Path, dst: str | Path = BUILTIN_ADAPTER) -> Path:
 
 __all__ = ["ADAPTER_CONFIG", "BUILTIN_BASE", "adapter_base", "adapter_chain", "adapter_root", "apply_adapter",
            "base_name_for",
-           "builtin_adapter_dir", "gguf_adapter", "is_adapter_dir", "pack_adapter", "resolve_adapter"]
+           "builtin_adapter_dir", "gguf_adapter", "is_adapter_dir", "lora_start", "pack_adapter",
+           "resolve_adapter"]

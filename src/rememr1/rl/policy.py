@@ -139,12 +139,12 @@ def wrap_lora(model, *, rank: int, alpha: int, base_name: str, adapter: str | Pa
 def _load_lora(cfg: ModelConfig, source: str, resume_from: Path | None):
     """(peft model, tokenizer, name) for a LoRA run: the plain base under the adapter being
     trained (the checkpoint's when resuming, else the start adapter's, else a fresh one)."""
-    from ..backends.adapters import adapter_base, base_name_for, is_adapter_dir
+    from ..backends.adapters import base_name_for, lora_start
     from ..backends.builtin import builtin_hf_dir
     from ..backends.hf import load_pretrained
 
-    start = source if is_adapter_dir(source) else None
-    base = (adapter_base(start) or str(builtin_hf_dir())) if start else source
+    base, start = lora_start(source)
+    base = base or str(builtin_hf_dir())
     model, tokenizer, name = load_pretrained(base, torch.float32)
     model = wrap_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, base_name=base_name_for(base),
                       adapter=resume_from or start)

@@ -109,7 +109,7 @@ class SFTTrainer:
     """One supervised warm-start run (see the module docstring)."""
 
     def __init__(self, cfg: SFTConfig, *, quiet: bool = False) -> None:
-        from ..backends.adapters import adapter_base, base_name_for, is_adapter_dir
+        from ..backends.adapters import base_name_for, lora_start
         from ..backends.hf import resolve_device
         from ..data.oracle import read_traces
 
@@ -131,9 +131,9 @@ class SFTTrainer:
         # adapter (its rank and targets) over the adapter's base, as RL does: one adapter
         # comes out, which both backends apply alone.
         model_cfg, start = cfg.model, None
-        if cfg.lora and cfg.model.path is not None and is_adapter_dir(cfg.model.path):
-            start = cfg.model.path
-            model_cfg = dataclasses.replace(cfg.model, path=adapter_base(start))
+        if cfg.lora:
+            base, start = lora_start(cfg.model.path)
+            model_cfg = dataclasses.replace(cfg.model, path=base)
         self.policy = load_policy(model_cfg, device=device, bf16=cfg.optim.bf16, with_reference=False,
                                   resume_from=None if cfg.lora else resume)
         model = self.policy.model
