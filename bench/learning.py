@@ -6,6 +6,7 @@ made with another seed than the training data, and RL reward curves from the SFT
     python bench/learning.py eval --name sft --adapter runs/sft/checkpoint-60 --lengths "" --extra ""  # key cell only
     python bench/learning.py rl --start runs/sft/checkpoint-60 --lora --lr 2e-4 --steps 16 -B 2 --alphas 0.8
     python bench/learning.py rl --start runs/sft/checkpoint-60 --lora --lr 2e-4 --steps 40 -B 2 --alphas 0.8 --engine llamacpp --tag=-gguf
+    python bench/learning.py rl --start runs/partial/sft/checkpoint-20 --lora --lr 1e-4 -B 2 --alphas 0.8 --engine llamacpp --tag=-sft20-lr1e-4 --steps 60  # from an earlier SFT checkpoint
     python bench/learning.py eval --name sft+rl --adapter runs/learning/rl-0.8/checkpoint-16
     python bench/learning.py speed                                  # llama.cpp with vs without the adapter
     python bench/learning.py engines --start runs/sft/checkpoint-60 --lora --lr 2e-4 -B 2  # one RL step per rollout engine
