@@ -176,6 +176,5 @@ def pack_adapter(src: str | Path, dst: str | Path = BUILTIN_ADAPTER) -> Path:
 
 
 __all__ = ["ADAPTER_CONFIG", "BUILTIN_BASE", "adapter_base", "adapter_chain", "adapter_root", "apply_adapter",
-           "base_name_for",
-           "builtin_adapter_dir", "gguf_adapter", "is_adapter_dir", "lora_start", "pack_adapter",
-           "resolve_adapter"]
+           "base_name_for", "builtin_adapter_dir", "gguf_adapter", "is_adapter_dir", "lora_start",
+           "pack_adapter", "resolve_adapter"]
