@@ -9,7 +9,7 @@ made with another seed than the training data, and RL reward curves from the SFT
     python bench/learning.py rl --start runs/partial/sft/checkpoint-20 --lora --lr 1e-4 -B 2 --alphas 0.8 --engine llamacpp --tag=-sft20-lr1e-4 --steps 60  # from an earlier SFT checkpoint
     python bench/learning.py eval --name sft+rl --adapter runs/learning/rl-0.8/checkpoint-16
     python bench/learning.py speed                                  # llama.cpp with vs without the adapter
-    python bench/learning.py engines --start runs/sft/checkpoint-60 --lora --lr 2e-4 -B 2  # one RL step per rollout engine
+    python bench/learning.py engines -G 8 -B 4 --max-new-tokens 192 --lr 1e-4   # one L1 RL step per rollout engine
     python bench/learning.py report --sft-run runs/sft --sft-steps 60  # table + PNG from saved runs
 
 Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
@@ -225,30 +225,100 @@ def cmd_rl(args) -> None:
     print_rl(payload)
 
 
+L1_SEED = 11  # the issue's overfit/probe questions: 512-token 1-hop reverse-order items
+
+
+def _l1_train(args) -> list[str]:
+    """The L1 training questions (`-B` of them), generated into WORK/l1-train once."""
+    from rememr1.data.revhop import generate_revhop
+
+    out = args.work / "l1-train"
+    files = sorted(str(p) for p in out.glob("train_*.parquet"))
+    if not files:
+        files = [str(p) for p in generate_revhop(out_dir=out, lengths=["512"], hops=[1], orders=["reverse"],
+                                                 n=args.batch_size, seed=L1_SEED, tokenizer="smollm2",
+                                                 formats=["parquet"])]
+    return files
+
+
+def _raw_update_tokens_per_s(trainer, tokens: int, repeats: int = 3) -> float:
+    """Forward + backward of the trainer's scorer on one micro-batch of `tokens` tokens
+    (one row, the last 192 of them scored): the peak the update can reach per token."""
+    from rememr1.rl.sequences import TrainSequence, completion_logprobs
+
+    seq = TrainSequence(prompt_ids=tuple(range(1000, 1000 + tokens - 192)),
+                        completion_ids=tuple(range(2000, 2192)), advantage=1.0, question=0)
+    p = trainer.policy
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        logp, mask, _ = completion_logprobs(trainer.scorer, [seq], pad_id=p.pad_id, autocast=p.autocast)
+        (logp * mask).sum().backward()
+        times.append(time.perf_counter() - t0)
+        trainer.optimizer.zero_grad(set_to_none=True)
+    return tokens / (sum(times[1:]) / repeats)  # the first pass warms the kernels
+
+
 def cmd_engines(args) -> None:
-    """One RL step (the `rl` setup, alpha 0.8, same start, seed and questions) with each
-    rollout engine, one after the other in this process: seconds per phase and memory."""
+    """One RL step at L1 settings per rollout engine, from the same start, seed and
+    questions, one after the other in this process: today's llama.cpp instance pool (one
+    sequence per instance) against parallel decoding (all rollouts in one context, shared
+    prompts evaluated once); `--with-hf` adds the torch sampler. Then the update's
+    tokens/s beside the raw forward + backward rate on one micro-batch of the same budget.
+    "before" is the trainer as it was: one sequence per llama.cpp instance, and every
+    sequence scored with its whole prompt; "after" decodes all rollouts together,
+    evaluates a prompt the rollouts share once (`optim.share_prompts`) and leaves out the
+    sequences whose advantage is 0 (`optim.skip_zero_advantage`; no KL term here)."""
     import shutil
 
+    from rememr1.rl.config import load_config
     from rememr1.rl.trainer import Trainer
 
-    keys = {"seconds_rollout": "rollout s", "seconds_reference": "reference s",
-            "seconds_update": "update s", "seconds_step": "step s", "gen_tokens_per_s": "gen tok/s",
-            "completion_tokens": "gen tokens", "peak_rss_gb": "peak GB", "kl": "kl"}
-    rows = {}
-    table = Table(title="One RL step by rollout engine (LoRA, G x B rollouts of 1K-token items)")
+    data = _l1_train(args)
+    start = args.start or Path(__file__).resolve().parents[1] / "src/rememr1/adapters/smollm2-135m-revhop"
+    variants = {"before: llamacpp pool": {"rollout.engine": "llamacpp", "rollout.engine_parallel": 1,
+                                          "optim.share_prompts": False, "optim.skip_zero_advantage": False},
+                "after: llamacpp parallel": {"rollout.engine": "llamacpp", "rollout.engine_parallel": 32,
+                                             "optim.share_prompts": True}}
+    if args.with_hf:
+        variants["hf torch sampler"] = {"rollout.engine": "hf"}
+    keys = {"seconds_rollout": "rollout s", "seconds_update": "update s", "seconds_step": "step s",
+            "gen_tokens_per_s": "gen tok/s", "train_tokens_per_s": "update tok/s",
+            "completion_tokens": "gen tokens", "tokens": "train tokens", "micro_batches": "micro-batches",
+            "sequences_skipped": "skipped seqs",
+            "outcome_reward": "outcome", "peak_rss_gb": "peak GB"}
+    rows, trainer = {}, None
+    table = Table(title=f"One RL step at L1 settings (LoRA, G={args.group_size} x B={args.batch_size}, "
+                        f"512-token 1-hop items, {args.max_new_tokens} new tokens)")
     table.add_column("engine")
     for label in keys.values():
         table.add_column(label, justify="right")
-    for engine in ("hf", "llamacpp"):
-        out = args.work / f"engine-{engine}"
+    for name, extra in variants.items():
+        out = args.work / ("engine-" + "".join(c if c.isalnum() else "-" for c in name))
         shutil.rmtree(out, ignore_errors=True)
-        (line,) = Trainer(_rl_config(args, out, alpha=0.8, engine=engine, steps=1), quiet=True).train()
-        rows[engine] = {k: line[k] for k in keys}
-        table.add_row(engine, *(f"{line[k]:.3g}" for k in keys))
-    Console().print(table)
+        cfg = load_config(None, {
+            "out": str(out), "steps": 1, "save_every": 0, "seed": 0, "model.path": str(start),
+            "model.lora": True, "model.device": "cpu", "data.train": data,
+            "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
+            "rollout.generation_batch_size": args.group_size * args.batch_size, "agent.chunk_size": 512,
+            "rollout.max_new_tokens": args.max_new_tokens, "rollout.temperature": 0.7, "rollout.top_p": 1.0,
+            "loss.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": args.lr, "optim.warmup_steps": 0, **extra,
+        })
+        trainer = Trainer(cfg, quiet=True)
+        (line,) = trainer.train()
+        rows[name] = {k: line.get(k) for k in keys}
+        table.add_row(name, *(f"{line[k]:.3g}" if line.get(k) is not None else "-" for k in keys))
+    raw = {budget: _raw_update_tokens_per_s(trainer, budget) for budget in (1024, 2048)}
+    Console(width=160).print(table)
+    for budget, rate in raw.items():
+        print(f"raw forward + backward on one {budget}-token micro-batch: {rate:.0f} tokens/s")
+    before, after = rows["before: llamacpp pool"], rows["after: llamacpp parallel"]
+    print(f"seconds per step: {before['seconds_step']:.0f} -> {after['seconds_step']:.0f} "
+          f"({after['seconds_step'] / before['seconds_step']:.2f}x)")
     payload = _load()
-    payload["engines"] = {"group_size": args.group_size, "batch_size": args.batch_size, "rows": rows}
+    payload["engines"] = {"setting": "L1", "group_size": args.group_size, "batch_size": args.batch_size,
+                          "max_new_tokens": args.max_new_tokens, "data": data, "start": str(start),
+                          "rows": rows, "raw_update_tokens_per_s": raw}
     _save(payload)
 
 
@@ -374,7 +444,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, help="report: ... up to this update (the shipped checkpoint)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--alphas", default="0.8,1.0")
-    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--group-size", "-G", type=int, default=4)
     ap.add_argument("--batch-size", "-B", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=320)
     ap.add_argument("--lr", type=float, default=5e-6)
@@ -385,6 +455,7 @@ def main() -> None:
     ap.add_argument("--lora", action="store_true", help="rl: train the start adapter (LoRA) instead of every weight")
     ap.add_argument("--engine", default="hf", choices=("hf", "llamacpp"),
                     help="rl: what samples the rollouts (llamacpp: LoRA runs, about 2x faster on a CPU; `engines` compares)")
+    ap.add_argument("--with-hf", action="store_true", help="engines: also the torch sampler (slow)")
     ap.add_argument("--tag", default="", help="rl: suffix of the run directory (rl-ALPHA-TAG) and its results key")
     args = ap.parse_args()
     global RESULTS

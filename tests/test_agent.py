@@ -224,3 +224,20 @@ def test_centre_truncation_keeps_both_ends(scripted):
     assert res.truncated_document and res.document_tokens == 160
     text = "".join(r.chunk for r in res.steps)
     assert text == "A" * 20 + "Z" * 20
+
+
+@pytest.mark.slow
+def test_the_documented_default_agent_runs_on_the_builtin_model():
+    """`Agent()` with no backend is the built-in model on llama.cpp (the module docstring's
+    first example); it used to fail importing its default backend."""
+    agent = Agent()
+    try:
+        assert agent.backend.name == "llamacpp" and agent.method.name == "rememr1"
+        agent.sampling = SamplingParams(max_new_tokens=48, temperature=0.0)
+        result = agent.answer("The lens was carried north on the schooner Maribel by Tolland Yard.",
+                              "Which ship carried the lens?")
+    finally:
+        agent.backend.close()
+    assert [s.kind for s in result.steps] == ["memory", "final"]
+    assert all(s.completion_tokens > 0 for s in result.steps)
+    assert result.usage.completion_tokens == sum(s.completion_tokens for s in result.steps)

@@ -149,3 +149,36 @@ def test_ctrl_c_while_episodes_wait_comes_out_as_keyboard_interrupt():
         list(a.run_iter(eps))
     assert be.calls == 2 and be.in_flight == 2 and not be.log  # both cancelled mid-request
     assert time.perf_counter() - started < 2.0  # did not wait for the 5 s replies
+
+
+def test_concurrent_answers_on_one_loop_share_the_backends_loop_resources():
+    """Two `aanswer` calls on one event loop: the first to finish must not release what
+    the other still uses; the last one out releases it, once (`engine.hold_loop`)."""
+    from rememr1.agent.engine import hold_loop
+
+    class Tracking(LatencyBackend):
+        def __init__(self):
+            super().__init__(fast=0.01, slow=0.1)
+            self.released: list[int] = []
+
+        async def release_loop(self):
+            self.released.append(self.in_flight)
+
+    be = Tracking()
+    a = agent(be)
+
+    async def both():
+        return await asyncio.gather(a.aanswer("x" * 30, "fast?"), a.aanswer("y" * 30, "slow?"))
+
+    results = asyncio.run(both())
+    assert [r.answer for r in results] == ["a", "a"]
+    assert be.released == [0]  # once, after the slow one, with nothing in flight
+
+    async def held():  # a server holds it for its lifetime: episodes never release it
+        async with hold_loop(be):
+            await a.aanswer("x" * 30, "q1?")
+            await a.aanswer("x" * 30, "q2?")
+            assert be.released == [0]
+        assert be.released == [0, 0]
+
+    asyncio.run(held())

@@ -170,3 +170,23 @@ def test_browser_renders_a_timeline_and_runs_no_injected_script(run, tmp_path):
     shot = tmp_path / "shot.png"
     browse(exe, url, f"--screenshot={shot}", "--window-size=1400,1000")
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_browser_opens_the_only_item_of_a_trace(run, tmp_path):
+    """A page with one item (an `ask` or `serve` trace) opens on it, not on an empty pane."""
+    from conftest import ScriptedBackend
+
+    exe = chromium_or_skip()
+    agent = Agent(ScriptedBackend(script), chunk_size=80, sampling=SamplingParams(max_new_tokens=16, seed=0))
+    result = agent.answer(json.loads((run.parent / "eval_revhop_50.json").read_text())[2]["context"], "q?")
+    trace = tmp_path / "one.jsonl"
+    trace.write_text("".join(json.dumps(line) + "\n" for line in result.trace_json()))
+    dom = browse(exe, write_viewer(trace).as_uri(), "--dump-dom").stdout
+    assert 'data-ready="1"' in dom
+    assert dom.count('class="item"') == 1 and "final step" in dom and 'class="sel"' in dom
+    hint = re.compile(r'id="hint">([^<]*)<')
+    assert hint.search(dom).group(1) == ""
+    # a run of several items still waits for a choice
+    dom = browse(exe, write_viewer(run, tmp_path / "many.html").as_uri(), "--dump-dom").stdout
+    assert 'data-ready="1"' in dom and 'class="item"' not in dom
+    assert hint.search(dom).group(1).startswith("Select an item")

@@ -3,6 +3,7 @@
     rememr1 ask REPORT.txt -q "Which company built the ship?"          # built-in model, CPU
     rememr1 ask book.md -q "..." --backend openai --base-url http://127.0.0.1:8000/v1 --model M
     cat doc.txt | rememr1 ask - -q "..." --backend hf --model ./ckpt --method memagent --trace t.jsonl
+    rememr1 serve                                                      # OpenAI-compatible endpoint on :8000
 
 Errors that are the user's or the environment's (missing file, empty document, server
 down, ...) print one line `error: ...` on stderr and exit non-zero; see `errors.py`.
@@ -107,7 +108,8 @@ DtypeOpt = typer.Option("auto", "--dtype", help="hf: auto | float32 | bfloat16 |
 DeviceOpt = typer.Option("auto", "--device", help="hf: auto | cpu | cuda")
 ConcurrencyOpt = typer.Option(
     None, "--concurrency",
-    help="requests in flight at once (default: 1 llama.cpp instance, 8 hf sequences per batch, 8 HTTP requests)",
+    help="requests in flight at once (default: 1 for llamacpp, where more are decoded together in one "
+    "context; 8 hf sequences per batch; 8 HTTP requests)",
 )
 TimeoutOpt = typer.Option(600.0, "--timeout", help="seconds per request (openai)")
 TokenizerOpt = typer.Option(None, "--tokenizer", help="openai: local tokenizer (HF dir or .gguf) used for chunking")
@@ -394,6 +396,92 @@ def view(
     size = path.stat().st_size
     print(path)
     err.print(f"{size / 1e6:.1f} MB; open it in a browser (no network needed)")
+
+
+def options_of(command, *, exclude: set[str]):
+    """Give the decorated command all of `command`'s options but those in `exclude` (same
+    flags, help and defaults, declared once, in `command`); it receives them as one dict,
+    `opts`. `serve` takes `ask`'s backend, method and agent options this way."""
+    import functools
+    import inspect
+
+    borrowed = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in exclude]
+    names = [p.name for p in borrowed]
+
+    def decorate(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "opts"]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            opts = {name: kwargs.pop(name) for name in names}
+            return fn(opts=opts, **kwargs)
+
+        params = own + borrowed
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+from .agent.methods import METHODS  # noqa: E402  (the default of `serve --method`)
+
+
+@app.command()
+@options_of(ask, exclude={"document", "question", "method", "api_key", "trace", "verbose", "quiet", "encoding"})
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (beyond loopback only with --api-key)"),
+    port: int = typer.Option(8000, "--port", help="port to listen on"),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="REMEMR1_API_KEY",
+        help="key clients must send (Authorization: Bearer KEY); default $REMEMR1_API_KEY"),
+    upstream_api_key: Optional[str] = typer.Option(
+        None, "--upstream-api-key", help="API key for --backend openai (default $OPENAI_API_KEY)"),
+    method: str = typer.Option(
+        ",".join(METHODS), "--method",
+        help="comma-separated methods to serve; clients pick one by model name"),
+    max_document_bytes: int = typer.Option(32_000_000, "--max-document-bytes", help="largest document (UTF-8 bytes); larger: 413"),
+    max_messages: int = typer.Option(1000, "--max-messages", help="most messages per request; more: 413"),
+    max_episodes: int = typer.Option(8, "--max-episodes", help="episodes answered at once"),
+    max_queue: int = typer.Option(64, "--max-queue", help="requests waiting beyond those; more: 429 with Retry-After"),
+    request_timeout: float = typer.Option(3600.0, "--request-timeout", help="seconds per request, queue included; then 504"),
+    keepalive: float = typer.Option(10.0, "--keepalive", help="seconds between keep-alives of a streamed reply"),
+    trace_dir: Optional[Path] = typer.Option(
+        None, "--trace-dir", help="keep every answer's step trace here, served at GET /v1/traces/{id}"),
+    log_level: str = typer.Option("info", "--log-level", help="server log: debug | info (one line per request) | warning"),
+    opts: dict = None,
+) -> None:
+    """Serve the agent as an OpenAI-compatible chat endpoint: the last user message is the
+    question, the messages before it the document (any length)."""
+    import dataclasses
+
+    from .agent import Agent, get_method
+    from .compat import AgentCompat
+    from .serve import ServeSettings, check_bind, create_app, run_server
+
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    if not methods:
+        raise InputError("--method names no method")
+    for m in methods:
+        get_method(m)
+    check_bind(host, api_key)
+    settings = ServeSettings(api_key=api_key, max_document_bytes=max_document_bytes, max_messages=max_messages,
+                             max_episodes=max_episodes, max_queue=max_queue, request_timeout=request_timeout,
+                             keepalive_s=keepalive, trace_dir=trace_dir)
+    switches = {k: opts.pop(k) for k in AgentCompat.names()}
+    sampling = {k: opts.pop(k) for k in ("max_new_tokens", "temperature", "top_p", "seed")}
+    backend = {k: opts.pop(k) for k in ("backend", "model", "base_url", "dtype", "device", "concurrency",
+                                        "timeout", "tokenizer", "adapter", "no_adapter")}
+    base = agent_config(methods[0], compat=opts.pop("compat"), switches=switches, **opts)
+    be = backend_options(api_key=upstream_api_key, **backend)
+    with be:
+        agents = {m: Agent(be, config=dataclasses.replace(base, method=m), sampling=make_sampling(m, **sampling))
+                  for m in methods}
+        app_ = create_app(agents, settings)
+        err.print(f"serving {', '.join(methods)} with {be.model_name} at http://{host}:{port}/v1; Ctrl-C stops",
+                  markup=False, highlight=False, soft_wrap=True)
+        run_server(app_, host=host, port=port, log_level=log_level)
+        err.print("stopped; a model step already running finishes before the model is released")
 
 
 def make_sampling(method: str, max_new_tokens, temperature: float, top_p: float, seed):

@@ -25,6 +25,10 @@ class BackendError(RememrError):
     exit_code = 1
 
 
+class BackendTimeout(BackendError):
+    """A model server did not answer in time (`rememr1 serve` answers 504, not 502)."""
+
+
 def require(ok: bool, field: str, message: str) -> None:
     """Validation of a config object: raise ValueError("field: message") unless `ok`.
     Loaders turn it into an InputError naming the section (`rollout.group_size: ...`)."""

@@ -123,6 +123,11 @@ class AnswerResult:
         """The final step's raw reply (what the original scorers call the response)."""
         return self.steps[-1].reply if self.steps else ""
 
+    def trace_json(self) -> list[dict[str, Any]]:
+        """The whole trace, as `ask --trace` writes it: one line per step, then the summary
+        (`rememr1 view` reads it)."""
+        return [r.to_json() for r in self.steps] + [self.summary_json()]
+
     def summary_json(self) -> dict[str, Any]:
         """The last trace line: the answer and totals."""
         return {

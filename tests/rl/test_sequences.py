@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rememr1.rl import sequences as seqmod
-from rememr1.rl.sequences import TrainSequence, completion_logprobs, pack_micro_batches, right_align
+from rememr1.rl.sequences import (
+    TrainSequence,
+    completion_logprobs,
+    micro_batch_tokens,
+    pack_micro_batches,
+    right_align,
+    shared_prompt,
+)
 
 
 def seq(prompt: int, completion: int, q: int = 0, seed: int = 0) -> TrainSequence:
@@ -26,12 +33,22 @@ def test_packing_respects_the_budget_and_keeps_every_sequence(shapes, budget):
     seqs = [seq(p, c, q=i) for i, (p, c) in enumerate(shapes)]
     batches = pack_micro_batches(seqs, budget)
     assert sorted(id(s) for b in batches for s in b) == sorted(id(s) for s in seqs)
-    for b in batches:
-        padded = len(b) * max(s.length for s in b)
-        assert padded <= budget or len(b) == 1  # a sequence over budget goes alone
-    # longest first: no batch holds a sequence longer than any in an earlier batch
-    firsts = [max(s.length for s in b) for b in batches]
+    for b in batches:  # a sequence over budget goes alone; a shared prompt counts once
+        assert micro_batch_tokens(b) <= budget or len(b) == 1
+    # unshared batches longest first: none holds a sequence longer than an earlier one
+    firsts = [max(s.length for s in b) for b in batches if not shared_prompt(b)]
     assert firsts == sorted(firsts, reverse=True)
+
+
+def test_packing_puts_rollouts_with_the_same_prompt_together():
+    group = [TrainSequence(prompt_ids=(5,) * 50, completion_ids=(7,) * c, advantage=0.0, question=0)
+             for c in (3, 9, 4, 6)]
+    others = [seq(50, 5, seed=k) for k in range(1, 4)]
+    batches = pack_micro_batches(others[:2] + group + others[2:], 120)
+    shared = [b for b in batches if shared_prompt(b)]
+    assert sum(len(b) for b in shared) == 4  # 49 + rows x 9 fits the budget: all four share
+    assert micro_batch_tokens(shared[0]) == 49 + len(shared[0]) * 9
+    assert [len(b) for b in pack_micro_batches(group, 120, share_prompts=False)] == [2, 2]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +94,30 @@ def test_chunked_gradients_match(tiny_model, monkeypatch):
     tiny_model.zero_grad()
     monkeypatch.setattr(seqmod, "LOGIT_CHUNK_BYTES", 4 * 100 * 2 * 2)  # slices of 2 positions
     logp, mask, _ = completion_logprobs(tiny_model, seqs, pad_id=0)
+    (logp * mask).sum().backward()
+    for want, p in zip(expected, tiny_model.parameters()):
+        torch.testing.assert_close(p.grad, want, atol=1e-5, rtol=1e-4)
+    tiny_model.zero_grad()
+
+
+def test_a_shared_prompt_gives_the_same_logprobs_entropy_and_gradients(tiny_model, monkeypatch):
+    prompt = seq(30, 1, seed=9).prompt_ids
+    seqs = [TrainSequence(prompt_ids=prompt, completion_ids=seq(1, c, seed=10 + c).completion_ids,
+                          advantage=1.0, question=0) for c in (7, 12, 3)]
+    assert shared_prompt(seqs)
+    monkeypatch.setattr(seqmod, "LOGIT_CHUNK_BYTES", 4 * 100 * 3 * 4)  # slices of 4 positions
+    tiny_model.zero_grad()
+    alone = [completion_logprobs(tiny_model, [s], pad_id=0, temperature=0.7, with_entropy=True) for s in seqs]
+    sum((lp * m).sum() for lp, m, _ in alone).backward()
+    expected = [p.grad.clone() for p in tiny_model.parameters()]
+    tiny_model.zero_grad()
+    logp, mask, ent = completion_logprobs(tiny_model, seqs, pad_id=0, temperature=0.7, with_entropy=True)
+    assert logp.shape == mask.shape == ent.shape == (3, 12)
+    for b, (lp, _, e) in enumerate(alone):
+        n = len(seqs[b].completion_ids)
+        torch.testing.assert_close(logp[b, 12 - n:], lp[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ent[b, 12 - n:], e[0], atol=1e-5, rtol=1e-5)
+        assert mask[b].sum() == n and mask[b, 12 - n:].all()
     (logp * mask).sum().backward()
     for want, p in zip(expected, tiny_model.parameters()):
         torch.testing.assert_close(p.grad, want, atol=1e-5, rtol=1e-4)

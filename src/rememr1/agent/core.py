@@ -74,7 +74,7 @@ class Agent:
         self.method = get_method(config.method)
         self.templates: TemplateSet = load_templates(config.method, config.templates)
         if backend is None:
-            from .backends import load_backend
+            from ..backends import load_backend
 
             backend = load_backend("llamacpp")
         self.backend = backend

@@ -15,6 +15,12 @@ most that many episodes' work. Servers batch the concurrent requests themselves
 calling thread, advanced each time the caller asks for the next finished episode, so
 callbacks (`on_step`) and the caller's own work (writing results) happen in the caller's
 thread. Inside a running event loop (a notebook) it moves to a helper thread.
+
+`hold_loop` keeps what a backend bound to the running loop (an HTTP client and its
+connections) open while anyone on that loop still uses it: every `drive` holds it while it
+runs, so concurrent `Agent.aanswer` calls on one loop never close each other's client, and
+a long-lived caller (`rememr1 serve`) holds it for its lifetime, so connections are reused
+from one episode to the next instead of reopened for each.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 
 from ..backends.base import Backend, SamplingParams
 from ..records import StepRecord
@@ -61,21 +68,39 @@ async def drive(
                 return
             running.add(asyncio.ensure_future(run(episode)))
 
-    try:
-        refill()
-        while running:
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                running.discard(task)
-            for task in done:
-                yield task.result()
+    async with hold_loop(backend):
+        try:
             refill()
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.discard(task)
+                for task in done:
+                    yield task.result()
+                refill()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+
+_holders: dict[tuple[Backend, asyncio.AbstractEventLoop], int] = {}
+
+
+@asynccontextmanager
+async def hold_loop(backend: Backend) -> AsyncIterator[None]:
+    """Keep `backend`'s per-loop resources open until the last holder on the running loop
+    leaves; then `backend.release_loop()` (module docstring)."""
+    key = (backend, asyncio.get_running_loop())
+    _holders[key] = _holders.get(key, 0) + 1
+    try:
+        yield
     finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-        await backend.release_loop()
+        _holders[key] -= 1
+        if not _holders[key]:
+            del _holders[key]
+            await backend.release_loop()
 
 
 def run_sync(agen_factory: Callable[[], AsyncIterator[Episode]]) -> Iterator[Episode]:
@@ -144,4 +169,4 @@ def _in_helper_thread(agen_factory) -> Iterator[Episode]:
         stop.set()
 
 
-__all__ = ["StepCallback", "drive", "run_sync"]
+__all__ = ["StepCallback", "drive", "hold_loop", "run_sync"]

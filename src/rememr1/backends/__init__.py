@@ -39,7 +39,7 @@ def load_backend(
 
     `model=None` means the built-in model (SmolLM2-135M-Instruct) for llamacpp and hf, and
     the server's first listed model for openai. `concurrency` is how many requests run at
-    once: llama.cpp instances for llamacpp, the `generate()` sub-batch size for hf,
+    once: sequences decoded together in one llama.cpp context for llamacpp, the `generate()` sub-batch size for hf,
     in-flight HTTP requests for openai; None picks the backend's default (1 llama.cpp
     instance with all threads, 8 sequences per hf batch, 8 HTTP requests). `n_ctx` is the context window: allocated by
     llamacpp, and used as the prompt+completion limit by hf and openai. `adapter` (llamacpp,
@@ -64,7 +64,9 @@ def load_backend(
     if key == "llamacpp":
         from rememr1.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads, concurrency=concurrency,
+        # More than one request at a time: decoded together in one context (much faster on
+        # a CPU than one instance per request, `backends.llamacpp_parallel`).
+        return LlamaCppBackend(model, n_ctx=n_ctx, n_threads=n_threads, parallel=concurrency,
                                adapter=adapter)
     if key == "hf":
         from rememr1.backends.hf import HFBackend

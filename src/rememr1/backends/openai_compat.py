@@ -46,7 +46,7 @@ from rememr1.backends.base import (
     error_generation,
     map_finish_reason,
 )
-from rememr1.errors import BackendError, InputError
+from rememr1.errors import BackendError, BackendTimeout, InputError
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ class OpenAIBackend(Backend):
         openai = _import_openai()
         where = f"server at {self.base_url}"
         if isinstance(exc, openai.APITimeoutError):
-            return BackendError(f"{where} did not answer within {self.timeout:g} s (timeout)")
+            return BackendTimeout(f"{where} did not answer within {self.timeout:g} s (timeout)")
         if isinstance(exc, openai.APIConnectionError):
             return BackendError(f"cannot reach {where}: {_connection_reason(exc)}")
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):

@@ -4,6 +4,7 @@
     rememr1 train --config hotpotqa-qwen2.5-3b            # MemAgent's hotpotqa_train_32k.parquet
     rememr1 train --data train.parquet --out runs/t2 --steps 20 --group-size 4 --batch-size 2
     rememr1 train --config hotpotqa-qwen2.5-3b --compat official   # as the official code trains
+    rememr1 train --config hotpotqa-qwen2.5-3b --engine verl --dry-run   # the verl V1 command
     rememr1 sft --traces 'data/warm/traces_*.jsonl' --out runs/sft  # warm-start first (rl/sft.py)
     python -m rememr1.rl.cli train --help
 
@@ -20,6 +21,8 @@ from typing import Any, Optional
 import typer
 
 from ..errors import InputError
+
+ENGINES = ("rememr1", "verl")
 
 # CLI option -> config key.
 OPTION_KEYS = {
@@ -88,11 +91,17 @@ def train(
     compat: Optional[str] = typer.Option(None, "--compat", help="none | official: train as the official ReMemR1 code does (its memory, history, retrieval, recall parsing, rewards and advantages; SPEC §9). Single switches: --set agent.compat.NAME=false, --set reward.NAME=false."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config key: --set loss.kl_beta=0.0 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-step lines on stderr."),
+    engine: str = typer.Option("rememr1", "--engine", help="rememr1 | verl: this trainer, or verl's V1 trainer on GPUs (python -m verl.trainer.main_ppo with the same config; cluster keys: --set verl.nnodes=2 ...; docs/scale-out.md)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --engine verl: print the verl command instead of running it."),
 ) -> None:
     """Train the agent with RL (multi-level rewards, GRPO-style advantages, PPO loss)."""
     from .config import load_config
 
     values = dict(locals())
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    if dry_run and engine != "verl":
+        raise InputError("--dry-run prints the verl command: add --engine verl")
     overrides: dict[str, Any] = {}
     for option, key in OPTION_KEYS.items():
         value = values[option]
@@ -101,6 +110,13 @@ def train(
         overrides[key] = value
     overrides.update(parse_sets(set_ or []))
     cfg = load_config(config, overrides)
+    if engine == "verl":
+        from ..integrations.verl.launcher import run_verl
+
+        status = run_verl(cfg, dry_run=dry_run)
+        if status:
+            raise typer.Exit(status)
+        return
     if not cfg.data.train:
         raise InputError("no training data: give --data FILE or a config with data.train")
 

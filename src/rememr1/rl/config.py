@@ -17,6 +17,7 @@ config object of the module that owns it (and validates itself):
     optim:   rl.optim.OptimConfig        lr, warmup_steps, mini_batch_size, max_tokens_per_micro_batch, bf16, ...
     eval:    rl.validation.EvalConfig    max_items, temperature, top_p, batch_size, max_new_tokens
     distributed: rl.distributed.DistributedConfig   strategy (replicate | fsdp) under torchrun
+    verl:    integrations.verl.launcher.VerlConfig   nnodes, n_gpus_per_node, rollout_tp, ... (--engine verl)
 
 Keys are dotted paths ("rollout.group_size", "agent.compat.memory_set") or top-level names
 ("steps"); sections nest as the objects do. `compat: official` turns on every
@@ -40,6 +41,7 @@ from typing import Any, Union
 from ..agent import AgentConfig, get_method
 from ..compat import PRESETS, AgentCompat
 from ..errors import InputError, RememrError, require
+from ..integrations.verl.launcher import VerlConfig
 from ..rewards import RewardConfig
 from .data import DataConfig
 from .distributed import DistributedConfig
@@ -72,6 +74,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    verl: VerlConfig = field(default_factory=VerlConfig)
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
@@ -101,6 +104,7 @@ SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "eval": EvalConfig,
     "distributed": DistributedConfig,
+    "verl": VerlConfig,
 }
 
 

@@ -35,6 +35,9 @@ from ..agent import Agent, AgentConfig
 from ..errors import InputError
 from .rollout import RolloutConfig, rollout_agent
 
+# KV cells of one parallel-decoding context at most (3 GB for the built-in model's f16 cache).
+MAX_KV_CELLS = 131072
+
 _PROBE = ({"role": "system", "content": "You read documents."},
           {"role": "user", "content": "Probe: café, 1,234 tokens — <update>x</update> \\boxed{y}"})
 
@@ -84,11 +87,28 @@ class GGUFRollouts:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.backend = LlamaCppBackend(self.base, adapter=self.gguf_path, token_ids=True,
-                                       concurrency=self.rollout.engine_concurrency)
+                                       concurrency=self.rollout.engine_concurrency,
+                                       parallel=self.slots(), seq_tokens=self.seq_tokens())
         if not self._checked:
             self._check_vocabulary()
             self._checked = True
         return rollout_agent(self.backend, self.rollout, self.agent_config, seed=self.seed)
+
+    def slots(self) -> int:
+        """Rollouts decoded together: `engine_parallel`, at most the step's G x B episodes,
+        and at most what fits MAX_KV_CELLS cells of `seq_tokens` each."""
+        r = self.rollout
+        return max(1, min(r.engine_parallel, r.group_size * r.batch_size, MAX_KV_CELLS // self.seq_tokens()))
+
+    def seq_tokens(self) -> int:
+        """KV cells per rollout for parallel decoding: the longest prompt an agent step can
+        build (a chunk, the memory and a recalled memory of up to `max_new_tokens` each,
+        the question and the template) plus the reply, rounded up to 256."""
+        from ..chunking import DEFAULT_CHUNK_SIZE
+
+        chunk = self.agent_config.chunk_size or DEFAULT_CHUNK_SIZE
+        need = chunk + 3 * self.rollout.max_new_tokens + 768
+        return -(-need // 256) * 256
 
     def _check_vocabulary(self) -> None:
         from ..backends.base import ChatRequest

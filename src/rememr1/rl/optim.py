@@ -6,7 +6,13 @@ constant learning rate, gradient clipping, and how an update is cut into passes.
 `mini_batch_size` questions (with all their rollouts' steps) make one optimizer update;
 each update's sequences are packed into micro-batches of at most
 `max_tokens_per_micro_batch` padded tokens (None: what fits in half the free memory, at
-most 1K tokens on CPU and 16K on a GPU, `rl.budget`), whose gradients are accumulated.
+most 1K tokens on CPU and 16K on a GPU, `rl.budget`), whose gradients are accumulated. With `share_prompts` (default) sequences with the same
+prompt (a question's rollouts at their first step) go into one micro-batch and that prompt
+is evaluated once for all of them (`rl.sequences`; the same numbers, fewer tokens); off
+under FSDP. With `skip_zero_advantage` (default), when the loss has no KL and no entropy
+term, sequences whose advantage is 0 (a group whose rollouts all scored alike) are left
+out of the passes: they add nothing to the gradient, and the loss's denominators still
+count them, so the update is the same (tests/rl/test_learnability.py).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class OptimConfig:
     max_tokens_per_micro_batch: int | None = None
     epochs: int = 1
     bf16: bool | None = None  # autocast forward passes to bfloat16 (None: where fast, rl.policy)
+    share_prompts: bool = True  # evaluate a prompt that several sequences share once
+    skip_zero_advantage: bool = True  # leave advantage-0 sequences out when no KL/entropy term needs them
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", "must be > 0")

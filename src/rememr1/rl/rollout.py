@@ -54,7 +54,10 @@ class RolloutConfig:
     engine -- what samples: "hf" (the torch policy itself) or "llamacpp" (LoRA runs: the
               adapter exported to GGUF each step, `rl.gguf_rollouts`; rollouts about 2x
               faster on a CPU); `engine_model` the base GGUF (empty: the built-in model's),
-              `engine_concurrency` llama.cpp instances sharing the CPU threads."""
+              `engine_parallel` sequences decoded together in one llama.cpp context
+              (continuous batching, shared prompt prefixes evaluated once:
+              `backends.llamacpp_parallel`); 1 = a pool of `engine_concurrency`
+              instances, one sequence each."""
 
     group_size: int = 16
     batch_size: int = 128
@@ -65,11 +68,12 @@ class RolloutConfig:
     engine: str = "hf"
     engine_model: str | None = None
     engine_concurrency: int = 2
+    engine_parallel: int = 32
 
     def __post_init__(self) -> None:
         require_choice(self.engine, ENGINES, "engine")
         for key in ("group_size", "batch_size", "max_new_tokens", "generation_batch_size",
-                    "engine_concurrency"):
+                    "engine_concurrency", "engine_parallel"):
             require(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
         require(self.group_size >= 2, "group_size",
                 "must be at least 2: advantages are relative to the other rollouts of a question")

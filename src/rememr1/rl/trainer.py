@@ -19,7 +19,10 @@ One training step:
                update per step the old log-probs are by definition the current ones (ratio
                1), so that extra forward pass is skipped.
 4. update    -- mini-batches of questions; each packed into micro-batches of at most
-               `optim.max_tokens_per_micro_batch` padded tokens (`rl.sequences`), whose
+               `optim.max_tokens_per_micro_batch` padded tokens (`rl.sequences`; the
+               rollouts of a question that share their first prompt go together, and
+               that prompt is evaluated once, except under FSDP; without KL and entropy
+               terms, sequences with advantage 0 are left out), whose
                gradients are accumulated (loss normalised by the mini-batch's token or
                sequence count, so the sum equals the mini-batch mean); AdamW on float32
                master weights (bf16 autocast where it pays, `rl.policy`), warm-up,
@@ -85,8 +88,10 @@ from .validation import validate
 # every validation setting (`eval.*`).
 RESUMABLE_CHANGES = (
     "out", "steps", "save_every", "eval_every", "log_every", "keep_last", "model.device",
-    "data.dev", "rollout.generation_batch_size", "rollout.engine_concurrency",
-    "optim.max_tokens_per_micro_batch", "model.gradient_checkpointing", "distributed.strategy",
+    "data.dev", "rollout.generation_batch_size", "rollout.engine_concurrency", "rollout.engine_parallel",
+    "optim.max_tokens_per_micro_batch", "optim.share_prompts", "optim.skip_zero_advantage",
+    "model.gradient_checkpointing",
+    "distributed.strategy",
 )
 
 
@@ -146,8 +151,10 @@ class Trainer:
         # refreshed from the shards after every update (rl.distributed).
         self.rollout_model = self.policy.model
         # What scoring and the update call: the policy (and reference) as one module each.
-        self.scorer = CompletionScorer(self.policy.model)
-        self.ref_scorer = CompletionScorer(self.policy.ref) if self.policy.ref is not None else None
+        self.share_prompts = cfg.optim.share_prompts and not self.sharded  # see CompletionScorer
+        self.scorer = CompletionScorer(self.policy.model, share_prompts=self.share_prompts)
+        self.ref_scorer = (CompletionScorer(self.policy.ref, share_prompts=self.share_prompts)
+                           if self.policy.ref is not None else None)
         if self.sharded:
             self.rollout_model = copy.deepcopy(self.policy.model).requires_grad_(False)
             shard_model(self.scorer)
@@ -394,7 +401,7 @@ class Trainer:
     def _micro_batches(self, seqs: list[TrainSequence]) -> list[list[TrainSequence]]:
         """`seqs` packed by the token budget; under FSDP padded with empty micro-batches to
         the same count on every rank (sharded forward passes are collective)."""
-        micros = pack_micro_batches(seqs, self.token_budget) if seqs else []
+        micros = pack_micro_batches(seqs, self.token_budget, share_prompts=self.share_prompts) if seqs else []
         if self.sharded:
             n = int(self.dist.max(float(len(micros))))
             pad = self.policy.pad_id
@@ -441,19 +448,28 @@ class Trainer:
         per_update: list[dict[str, float]] = []
         grad_norms: list[float] = []
         lrs: list[float] = []
-        micro_batches = 0
+        micro_batches = skipped = 0
         train_mode = cfg.model.gradient_checkpointing  # checkpointing only acts in train mode
         params = [q for q in self.scorer.parameters() if q.requires_grad]
+        # A sequence whose advantage is 0 adds nothing to the gradient unless a KL or an
+        # entropy term applies to it: with neither, it is left out of the passes (groups
+        # whose rollouts all scored alike). The loss's denominators still count it, so
+        # the update is the same.
+        skip_zero = (cfg.optim.skip_zero_advantage and not self.sharded and lo.entropy_coef == 0
+                     and (p.ref is None or lo.kl_beta == 0))
         for _ in range(cfg.optim.epochs):
             for part in minis:
                 n_tok, n_seq = dist.sum([sum(len(s.completion_ids) for s in part), len(part)])
                 if n_tok == 0:
                     continue  # no rank has a sequence for this update
+                live = [s for s in part if s.advantage != 0.0] if skip_zero else part
+                skipped += len(part) - len(live)
+                (n_live,) = dist.sum([sum(len(s.completion_ids) for s in live)])
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = dict.fromkeys(keys, 0.0)
                 self.scorer.train(train_mode)
                 try:
-                    for micro in self._micro_batches(part):
+                    for micro in self._micro_batches(live):
                         dummy = micro[0].question < 0
                         micro_batches += not dummy
                         logp, mask, ent = completion_logprobs(
@@ -485,6 +501,9 @@ class Trainer:
                                 stats[k] += st[k] if k in summed else st[k] * share
                 finally:
                     self.scorer.eval()
+                for q in params:  # nothing ran (all skipped): a zero gradient, as computed
+                    if q.grad is None:
+                        q.grad = torch.zeros_like(q)
                 if not self.sharded:  # FSDP already summed them in backward
                     dist.sum_gradients(params)
                 norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -492,7 +511,13 @@ class Trainer:
                 lrs.append(self.optimizer.param_groups[0]["lr"])
                 self.optimizer.step()
                 self.scheduler.step()
-                per_update.append(dict(zip(keys, dist.sum([stats[k] for k in keys]))))
+                done = dict(zip(keys, dist.sum([stats[k] for k in keys])))
+                if "entropy" in done:  # a mean over the tokens that were scored
+                    if n_live:
+                        done["entropy"] *= n_tok / n_live
+                    else:
+                        del done["entropy"]
+                per_update.append(done)
         self.optimizer.zero_grad(set_to_none=True)
         if self.sharded and per_update:  # refresh the whole copy the next rollouts use
             whole = full_state_dict(self.scorer)
@@ -504,6 +529,7 @@ class Trainer:
         out["lr"] = lrs[-1] if lrs else self.optimizer.param_groups[0]["lr"]
         out["updates"] = len(per_update)
         out["micro_batches"] = int(dist.sum([micro_batches])[0])
+        out["sequences_skipped"] = int(dist.sum([skipped])[0])
         return out
 
 
