@@ -251,14 +251,9 @@ class LlamaCppBackend(Backend):
         if isinstance(done, BaseException):
             return error_generation(str(done), plan.start, prompt_tokens=plan.prompt_tokens)
         completion, finish = done
-        text_ids = completion[:-1] if finish == "stop" else completion
         with self._tokenizer._lock:
-            text = self._vocab.detokenize(text_ids, prev_tokens=prompt).decode("utf-8", errors="replace")
-        ids = dict(prompt_ids=tuple(prompt), completion_ids=tuple(completion)) if self.token_ids else {}
-        return Generation(
-            text=text, finish_reason=map_finish_reason(finish), prompt_tokens=len(prompt),
-            completion_tokens=len(completion), seconds=time.perf_counter() - plan.start, **ids,
-        )
+            return _token_generation(self._vocab, prompt, completion, finish, start=plan.start,
+                                     with_ids=self.token_ids)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -367,13 +362,20 @@ class LlamaCppBackend(Backend):
                 break
             if len(completion) >= max_new:
                 break
-        text_ids = completion[:-1] if finish == "stop" else completion
-        text = llm.detokenize(text_ids, prev_tokens=prompt).decode("utf-8", errors="replace")
-        return Generation(
-            text=text, finish_reason=map_finish_reason(finish), prompt_tokens=len(prompt),
-            completion_tokens=len(completion), seconds=time.perf_counter() - start,
-            prompt_ids=tuple(prompt), completion_ids=tuple(completion),
-        )
+        return _token_generation(llm, prompt, completion, finish, start=start, with_ids=True)
+
+
+def _token_generation(llm, prompt: list[int], completion: list[int], finish: str, *, start: float,
+                      with_ids: bool) -> Generation:
+    """The Generation of a completion sampled as token ids (the end-of-generation token,
+    when the model stopped, is counted and kept in the ids but not in the text)."""
+    text_ids = completion[:-1] if finish == "stop" else completion
+    text = llm.detokenize(text_ids, prev_tokens=prompt).decode("utf-8", errors="replace")
+    ids = dict(prompt_ids=tuple(prompt), completion_ids=tuple(completion)) if with_ids else {}
+    return Generation(
+        text=text, finish_reason=map_finish_reason(finish), prompt_tokens=len(prompt),
+        completion_tokens=len(completion), seconds=time.perf_counter() - start, **ids,
+    )
 
 
 class _LockedLlamaTokenizer(LlamaTokenizer):

@@ -194,7 +194,7 @@ class ParallelDecoder:
         return any(s.job is not None for s in self._slots)
 
     def _admit(self) -> None:
-        """Move queued requests into free slots while their cells fit."""
+        """Move queued requests into free slots."""
         while True:
             with self._cond:
                 if not self._queue:
@@ -223,15 +223,14 @@ class ParallelDecoder:
         # Take a free slot: the best source itself, else the lowest free one.
         slot = best if best is not None and best.job is None else min(free, key=lambda s: s.seq)
         if slot is best:
-            keep = best_n
-            source = None
+            keep, source = best_n, None
+            self.stats["prefix_tokens_shared"] += keep
         else:
             keep, source = 0, (best, best_n) if best is not None else None
         lib.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
         slot.cached = slot.cached[:keep]
         slot.job, slot.pending, slot.source = job, keep, source
         self._copy_ready(slot)
-        self.stats["prefix_tokens_shared"] += best_n
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         if job.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
@@ -254,6 +253,7 @@ class ParallelDecoder:
             slot.source = None  # the source was reused for something else: evaluate it all
             return True
         self._lib.llama_memory_seq_cp(self._mem, src.seq, slot.seq, 0, n)
+        self.stats["prefix_tokens_shared"] += n
         slot.cached = list(want)
         slot.pending = n
         slot.source = None

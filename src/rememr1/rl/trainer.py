@@ -152,6 +152,12 @@ class Trainer:
         self.rollout_model = self.policy.model
         # What scoring and the update call: the policy (and reference) as one module each.
         self.share_prompts = cfg.optim.share_prompts and not self.sharded  # see CompletionScorer
+        # A sequence whose advantage is 0 adds nothing to the gradient unless a KL or an
+        # entropy term applies to it: with neither, it is left out of the scoring passes
+        # (groups whose rollouts all scored alike). The loss's denominators still count
+        # it, so the update is the same.
+        self.skip_zero = (cfg.optim.skip_zero_advantage and not self.sharded and cfg.loss.entropy_coef == 0
+                          and cfg.loss.kl_beta == 0)
         self.scorer = CompletionScorer(self.policy.model, share_prompts=self.share_prompts)
         self.ref_scorer = (CompletionScorer(self.policy.ref, share_prompts=self.share_prompts)
                            if self.policy.ref is not None else None)
@@ -349,7 +355,7 @@ class Trainer:
 
         # 3. reference (and old) log-probs
         self._phase(intr, "reference")
-        self._score_fixed(seqs, need_old=n_updates > 1)
+        self._score_fixed(self._live(seqs), need_old=n_updates > 1)
         t_ref = time.perf_counter()
 
         # 4. update
@@ -440,6 +446,10 @@ class Trainer:
                 for s, row, n in zip(micro, logp.float().cpu(), lens):
                     s.old_logp = row[row.shape[0] - n:].clone()
 
+    def _live(self, seqs: list[TrainSequence]) -> list[TrainSequence]:
+        """The sequences the scoring passes need (all, unless `skip_zero`)."""
+        return [s for s in seqs if s.advantage != 0.0] if self.skip_zero else seqs
+
     def _update(self, minis: list[list[TrainSequence]]) -> dict[str, Any]:
         cfg, lo, dist, p = self.cfg, self.cfg.loss, self.dist, self.policy
         summed = ("loss", "pg_loss", "kl", "entropy")
@@ -451,19 +461,14 @@ class Trainer:
         micro_batches = skipped = 0
         train_mode = cfg.model.gradient_checkpointing  # checkpointing only acts in train mode
         params = [q for q in self.scorer.parameters() if q.requires_grad]
-        # A sequence whose advantage is 0 adds nothing to the gradient unless a KL or an
-        # entropy term applies to it: with neither, it is left out of the passes (groups
-        # whose rollouts all scored alike). The loss's denominators still count it, so
-        # the update is the same.
-        skip_zero = (cfg.optim.skip_zero_advantage and not self.sharded and lo.entropy_coef == 0
-                     and (p.ref is None or lo.kl_beta == 0))
-        for _ in range(cfg.optim.epochs):
+        for epoch in range(cfg.optim.epochs):
             for part in minis:
                 n_tok, n_seq = dist.sum([sum(len(s.completion_ids) for s in part), len(part)])
                 if n_tok == 0:
                     continue  # no rank has a sequence for this update
-                live = [s for s in part if s.advantage != 0.0] if skip_zero else part
-                skipped += len(part) - len(live)
+                live = self._live(part)
+                if epoch == 0:
+                    skipped += len(part) - len(live)
                 (n_live,) = dist.sum([sum(len(s.completion_ids) for s in live)])
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = dict.fromkeys(keys, 0.0)

@@ -47,7 +47,7 @@ from ...errors import InputError
 from ...metrics import sub_exact_match
 from ...records import StepRecord
 from ...rewards import EpisodeRewards, episode_rewards
-from ...rl.rollout import rollout_index
+from ...rl.rollout import rollout_index, trainable_steps
 from .backend import ServerManagerBackend
 from .options import SECTION, VerlOptions
 
@@ -151,10 +151,8 @@ class ReMemR1AgentLoop(AgentLoopBase):
     def _outputs(records: Sequence[StepRecord], rewards: EpisodeRewards, backend: ServerManagerBackend,
                  response_length: int, *, global_steps: Any) -> list[AgentLoopOutput]:
         rows = []
-        for i, record in enumerate(records):
-            response = list(record.completion_ids or ())[:response_length]
-            if not response or not record.prompt_ids:  # nothing sampled: nothing to train
-                continue
+        for i, record in trainable_steps(records):  # nothing sampled: nothing to train
+            response = list(record.completion_ids)[:response_length]
             reply = backend.reply_for(record.prompt_ids, record.completion_ids)
             server_fields = dict(reply.extra_fields) if reply is not None else {}
             extra = {STEP_FIELD: step_fields(rewards, i)}
