@@ -23,11 +23,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rememr1 import Agent, SamplingParams, load_backend
+from rememr1 import Agent, AgentConfig, SamplingParams, load_backend
 from rememr1.data.loaders import load_samples
 from rememr1.data.records import iter_context_text
 from rememr1.data.revhop import generate_revhop
-from rememr1.eval import length_of
+from rememr1.data.lengths import length_of
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,8 +43,8 @@ def make_items(lengths: list[str], n: int, out: Path) -> dict[str, list]:
 
 
 def run_items(backend, samples, *, method: str, concurrency: int, chunk_size: int, max_new: int) -> dict:
-    agent = Agent(backend, method=method, chunk_size=chunk_size,
-                  sampling=SamplingParams(max_new_tokens=max_new, temperature=0.7, seed=0))
+    agent = Agent(backend, AgentConfig(method=method, chunk_size=chunk_size),
+                  SamplingParams(max_new_tokens=max_new, temperature=0.7, seed=0))
     eps = (agent.episode(iter_context_text(s.context), s.question, index=i) for i, s in enumerate(samples))
     t = time.perf_counter()
     done = list(agent.run_iter(eps, concurrency=concurrency))

@@ -11,6 +11,8 @@ made with another seed than the training data, and RL reward curves from the SFT
     python bench/learning.py speed                                  # llama.cpp with vs without the adapter
     python bench/learning.py engines -G 8 -B 4 --max-new-tokens 192 --lr 1e-4   # one L1 RL step per rollout engine
     python bench/learning.py report --sft-run runs/sft --sft-steps 60  # table + PNG from saved runs
+    python bench/learning.py ladder --work runs/ladder --results bench/results --rung l1 --lr 1e-4 --alpha 1.0 \
+        --steps 30 --eval-every 15 -G 8 -B 4 --max-new-tokens 192 --concurrency 8   # the L1 rung (issue 22)
 
 Eval grid: lengths x hops x orders (default 2k,4k x 2,3 x reverse,forward, plus 8k with 2
 hops both orders: `--extra`), `--n` items per cell with `rememr1`, plus the key cell (4K
@@ -32,6 +34,18 @@ each reward over steps with its 95% interval (least squares, t quantile); `repor
 re-reads every `rl-*` run under `--work`, cut at `--rl-max-step` when runs stopped apart.
 Results: bench/results/learning.json and learning.png; with another `--work` (a smoke run,
 say), WORK/results/ unless `--results` says where, so a trial never overwrites the record.
+
+Ladder (`ladder --rung l1|l2`): each rung has its own training questions and a fixed
+held-out set from another seed, so another world (L1: 256 training and 128 held-out
+512-token 1-hop items, seeds 11 and 5; L2: 1-2 hops over 1K-2K tokens, seeds 12 and 6).
+It scores the start (the packaged adapter, or `--ladder-start`) on the held-out set, then
+trains with `rememr1 train` (LoRA, llama.cpp rollouts at temperature 0.7, `--alpha`,
+`--kl`, `--lr`, token-mean loss, no std scaling) in segments of `--eval-every` steps and
+scores each checkpoint with `rememr1 eval --adapter CKPT --temperature 0` (greedy, so the
+interval measures the model, not the sampling). Each gain is paired (the same items
+before and after) with a percentile bootstrap 95% interval over items (10,000 resamples)
+and the counts of items gained and lost. Everything resumes: rerun the same command.
+Results under "ladder" in learning.json, the curve in learning-ladder.png.
 """
 
 from __future__ import annotations
@@ -140,7 +154,7 @@ def summarize_eval(out: Path, args) -> dict:
             cells[f"{method_dir.name}/{f.stem.removeprefix('eval_')}"] = {
                 "items": n,
                 "accuracy": right / n if n else None, "accuracy_ci95": list(wilson_interval(right, n)),
-                "format_rate": sum(1 for s in mem if s.get("update_ok")) / len(mem) if mem else None,
+                "format_rate": sum(1 for s in mem if s.get("well_formed")) / len(mem) if mem else None,
                 "recall_rate": sum(1 for s in mem if s.get("query")) / len(mem) if mem else None,
                 "boxed_rate": sum(1 for r in results if r.get("pred") is not None) / n if n else None,
                 "memory_steps": len(mem),
@@ -206,8 +220,8 @@ def _rl_config(args, out: Path, *, alpha: float, engine: str, steps: int):
         "model.path": str(args.start), "model.device": "cpu", "model.dtype": "float32",
         "data.train": data, "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
         "rollout.generation_batch_size": args.group_size * args.batch_size,
-        "agent.chunk_size": 512, "rollout.max_new_tokens": args.max_new_tokens,
-        "rollout.temperature": 0.7, "rollout.top_p": 1.0, "loss.alpha": alpha,
+        "agent.chunk_size": 512, "rollout.sampling.max_new_tokens": args.max_new_tokens,
+        "rollout.sampling.temperature": 0.7, "rollout.sampling.top_p": 1.0, "advantage.alpha": alpha,
         "optim.lr": args.lr, "optim.warmup_steps": 0, "model.lora": args.lora,
         "rollout.engine": engine,
     })
@@ -301,8 +315,8 @@ def cmd_engines(args) -> None:
             "model.lora": True, "model.device": "cpu", "data.train": data,
             "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
             "rollout.generation_batch_size": args.group_size * args.batch_size, "agent.chunk_size": 512,
-            "rollout.max_new_tokens": args.max_new_tokens, "rollout.temperature": 0.7, "rollout.top_p": 1.0,
-            "loss.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": args.lr, "optim.warmup_steps": 0, **extra,
+            "rollout.sampling.max_new_tokens": args.max_new_tokens, "rollout.sampling.temperature": 0.7, "rollout.sampling.top_p": 1.0,
+            "advantage.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": args.lr, "optim.warmup_steps": 0, **extra,
         })
         trainer = Trainer(cfg, quiet=True)
         (line,) = trainer.train()
@@ -322,6 +336,201 @@ def cmd_engines(args) -> None:
     _save(payload)
 
 
+# -- the learning ladder ---------------------------------------------------------------
+# Each rung: its own training questions and a fixed held-out set from another seed (so
+# another world), scored greedily at step 0 and every --eval-every steps, each gain paired
+# (same items before and after) with a bootstrap 95% interval. Everything goes through the
+# CLI a user runs (`rememr1 data revhop`, `rememr1 train`, `rememr1 eval --adapter`), and
+# every piece resumes, so rerunning the same command continues where it stopped.
+RUNGS = {
+    # L1, reading: one fact to find in one 512-token section.
+    "l1": {"lengths": "512", "hops": "1", "train_seed": 11, "heldout_seed": 5, "train_n": 256, "heldout_n": 128},
+    # L2, memory: 1-2 hops over 2-4 sections, reverse order: the evidence must survive
+    # memory updates or be recalled.
+    "l2": {"lengths": "1k,2k", "hops": "1,2", "train_seed": 12, "heldout_seed": 6, "train_n": 96, "heldout_n": 32},
+}
+ADAPTER = Path(__file__).resolve().parents[1] / "src/rememr1/adapters/smollm2-135m-revhop"
+
+
+def _cli(argv: list[str], log: Path) -> None:
+    """Run `python -m rememr1 ARGV`, its output appended to `log`; exit if it fails."""
+    import subprocess
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print("$ rememr1 " + " ".join(argv), flush=True)
+    with log.open("a") as fh:
+        fh.write("$ rememr1 " + " ".join(argv) + "\n")
+        fh.flush()
+        rc = subprocess.run([sys.executable, "-m", "rememr1", *argv], stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc:
+        sys.exit(f"rememr1 {argv[0]} failed (exit {rc}); see {log}")
+
+
+def _ladder_data(work: Path, rung: str) -> tuple[str, list[Path]]:
+    spec = RUNGS[rung]
+    root = work / rung
+    common = ["--lengths", spec["lengths"], "--hops", spec["hops"], "--order", "reverse", "--tokenizer", "smollm2"]
+    if not list((root / "train").glob("*.parquet")):
+        _cli(["data", "revhop", "--out", str(root / "train"), "-n", str(spec["train_n"]), "--seed",
+              str(spec["train_seed"]), "--format", "parquet", *common], root / "data.log")
+    if not list((root / "heldout").glob("*.json")):
+        _cli(["data", "revhop", "--out", str(root / "heldout"), "-n", str(spec["heldout_n"]), "--seed",
+              str(spec["heldout_seed"]), "--format", "json", *common], root / "data.log")
+    return str(root / "train" / "*.parquet"), sorted((root / "heldout").glob("*.json"))
+
+
+def _ladder_eval(args, files: list[Path], out: Path, adapter: Path | None, method: str) -> None:
+    """Greedy sub-EM of `adapter` (None: the start) on the held-out files, resumable."""
+    if adapter is None and args.ladder_start:
+        adapter = args.ladder_start
+    _cli(["eval", *map(str, files), "--out", str(out), "--method", method, "--chunk-size", "512",
+          "--max-new-tokens", str(args.max_new_tokens), "--temperature", "0", "--concurrency",
+          str(args.concurrency), "--quiet", *(["--adapter", str(adapter)] if adapter else [])],
+         out.parent / "eval.log")
+
+
+def _heldout_lines(out: Path, method: str) -> dict[str, dict]:
+    from rememr1.eval import read_jsonl
+
+    lines = {}
+    for f in sorted((out / method).glob("*.jsonl")):
+        steps = {s["id"]: s for s in read_jsonl(out / method / "steps" / f.name)}
+        for r in read_jsonl(f):
+            r["memory_steps"] = [st for st in steps.get(str(r["id"]), {}).get("steps", []) if st["kind"] == "memory"]
+            lines[f"{f.stem}/{r['id']}"] = r
+    return lines
+
+
+def paired_gain(before: list[float], after: list[float], *, seed: int = 0) -> dict:
+    """Mean of after - before over the same items, with a paired bootstrap 95% interval
+    (percentile, 10,000 resamples of items), and the items that flipped each way."""
+    import numpy as np
+    from scipy import stats
+
+    b, a = np.asarray(before, float), np.asarray(after, float)
+    diff = float((a - b).mean())
+    if np.all(a - b == (a - b)[0]):  # no variation: the interval is the point
+        lo = hi = diff
+    else:
+        res = stats.bootstrap((b, a), lambda x, y: np.mean(y - x), paired=True, vectorized=False,
+                              n_resamples=10_000, confidence_level=0.95, method="percentile",
+                              random_state=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"gain": diff, "ci95": [lo, hi], "items": len(b),
+            "gained": int(((a > b)).sum()), "lost": int(((a < b)).sum())}
+
+
+def _heldout_summary(lines: dict[str, dict]) -> dict:
+    from rememr1.metrics import wilson_interval
+
+    n = len(lines)
+    right = sum(1 for r in lines.values() if r["judge_sub_em"])
+    mem = [st for r in lines.values() for st in r["memory_steps"]]
+    return {"items": n, "accuracy": right / n if n else None, "accuracy_ci95": list(wilson_interval(right, n)),
+            "format_rate": sum(1 for s in mem if s.get("well_formed")) / len(mem) if mem else None,
+            "recall_rate": sum(1 for s in mem if s.get("query")) / len(mem) if mem else None,
+            "boxed_rate": sum(1 for r in lines.values() if r.get("pred") is not None) / n if n else None}
+
+
+def cmd_ladder(args) -> None:
+    """One rung of the learning ladder: data, the start's held-out score, then RL in
+    segments of --eval-every steps with the checkpoint scored after each."""
+    rung, method = args.rung, args.method
+    train_glob, heldout = _ladder_data(args.work, rung)
+    root = args.work / rung
+    name = args.run_name or f"{method}-a{args.alpha:g}-lr{args.lr:g}-kl{args.kl:g}{args.tag}"
+    run = root / f"rl-{name}"
+    start_eval = root / "eval" / f"start-{method}"
+    _ladder_eval(args, heldout, start_eval, None, method)
+    base = _heldout_lines(start_eval, method)
+    points = list(range(args.eval_every, args.steps + 1, args.eval_every))
+    if not points or points[-1] != args.steps:
+        points.append(args.steps)
+    start = str(args.ladder_start or ADAPTER)
+    results = {"rung": rung, "method": method, "run": str(run), "start": start,
+               "heldout": [str(f) for f in heldout], "train": train_glob,
+               "settings": {"group_size": args.group_size, "batch_size": args.batch_size, "lr": args.lr,
+                            "alpha": args.alpha, "kl_beta": args.kl, "rollout_temperature": 0.7,
+                            "max_new_tokens": args.max_new_tokens, "chunk_size": 512, "lora": True,
+                            "loss_agg": "token-mean", "scale_by_std": False, "scoring": "greedy sub-EM"},
+               "points": {0: _heldout_summary(base)}}
+    for k in points:
+        _cli(["train", "--model", start, "--lora", "--data", train_glob, "--out", str(run),
+              "-G", str(args.group_size), "-B", str(args.batch_size), "--method", method,
+              "--chunk-size", "512", "--max-new-tokens", str(args.max_new_tokens), "--alpha", str(args.alpha),
+              "--lr", str(args.lr), "--rollout-engine", "llamacpp", "--steps", str(k),
+              "--save-every", str(args.eval_every), "--seed", "0", "--quiet",
+              "--set", f"loss.kl_beta={args.kl}", "--set", "rollout.sampling.temperature=0.7",
+              "--set", "optim.warmup_steps=0"], run / "train.log")
+        out = run / "heldout" / f"step-{k}"
+        _ladder_eval(args, heldout, out, run / f"checkpoint-{k}", method)
+        after = _heldout_lines(out, method)
+        ids = sorted(set(base) & set(after))
+        point = _heldout_summary(after)
+        point["paired"] = paired_gain([float(bool(base[i]["judge_sub_em"])) for i in ids],
+                                      [float(bool(after[i]["judge_sub_em"])) for i in ids])
+        results["points"][k] = point
+        g = point["paired"]
+        print(f"{rung} {name} step {k}: held-out {_pct(point['accuracy'])} "
+              f"(start {_pct(results['points'][0]['accuracy'])}), gain {100 * g['gain']:+.1f} points "
+              f"[{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}] over {g['items']} items "
+              f"({g['gained']} gained, {g['lost']} lost)", flush=True)
+        results["train_metrics"] = rl_entry(run)["metrics"]
+        payload = _load()
+        payload.setdefault("ladder", {})[f"{rung}/{name}"] = results
+        _save(payload)
+    print_ladder(_load())
+    print(f"wrote {plot_ladder(_load())}")
+
+
+def print_ladder(payload: dict) -> None:
+    table = Table(title="Learning ladder: greedy held-out sub-EM, gain over the start paired on the same items [bootstrap 95%]")
+    for col in ("rung / run", "step", "held-out", "gain [95%]", "gained / lost", "format", "recall", "boxed"):
+        table.add_column(col, justify="left" if col == "rung / run" else "right")
+    for key, res in payload.get("ladder", {}).items():
+        for step, p in sorted(res["points"].items(), key=lambda kv: int(kv[0])):
+            g = p.get("paired")
+            table.add_row(key, str(step), f"{_pct(p['accuracy'])} (n={p['items']})",
+                          "-" if g is None else f"{100 * g['gain']:+.1f} [{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}]",
+                          "-" if g is None else f"{g['gained']} / {g['lost']}",
+                          _pct(p["format_rate"]), _pct(p["recall_rate"]), _pct(p["boxed_rate"]))
+    Console(width=170).print(table)
+
+
+def plot_ladder(payload: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    for key, res in payload.get("ladder", {}).items():
+        pts = sorted(((int(s), p) for s, p in res["points"].items()), key=lambda kv: kv[0])
+        xs = [s for s, _ in pts]
+        ys = [100 * p["accuracy"] for _, p in pts]
+        lo = [100 * (pts[0][1]["accuracy"] + (p["paired"]["ci95"][0] if p.get("paired") else 0)) for _, p in pts]
+        hi = [100 * (pts[0][1]["accuracy"] + (p["paired"]["ci95"][1] if p.get("paired") else 0)) for _, p in pts]
+        line, = ax1.plot(xs, ys, marker="o", label=key)
+        ax1.fill_between(xs, lo, hi, alpha=0.15, color=line.get_color())
+        m = res.get("train_metrics", [])
+        ax2.plot([x["step"] for x in m], [x["outcome_reward"] for x in m], marker=".", label=f"{key} outcome")
+        rate = "well_formed_rollout_rate" if m and "well_formed_rollout_rate" in m[0] else "format_rate"  # older runs
+        if m and m[0].get(rate) is not None:
+            ax2.plot([x["step"] for x in m], [x[rate] for x in m], ls="--", label=f"{key} well-formed rollouts")
+    ax1.set_title("held-out sub-EM (greedy); band: start + paired 95% interval")
+    ax1.set_xlabel("RL step")
+    ax1.set_ylabel("%")
+    ax1.legend(fontsize=7)
+    ax2.set_title("training rollouts per step")
+    ax2.set_xlabel("RL step")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    path = RESULTS / "learning-ladder.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def rl_entry(run: Path, max_step: int | None = None) -> dict:
     """What the results JSON keeps of one RL run directory: its setup (from the config the
     trainer wrote), its per-step metrics up to `max_step`, and each reward's slope."""
@@ -334,7 +543,7 @@ def rl_entry(run: Path, max_step: int | None = None) -> dict:
              if x.get("type") == "train" and x["step"] <= (max_step or 10**9)]
     return {
         "start": cfg["model"]["path"], "lora": cfg["model"].get("lora"), "lr": cfg["optim"]["lr"],
-        "alpha": cfg["loss"]["alpha"], "group_size": cfg["rollout"]["group_size"],
+        "alpha": (cfg.get("advantage") or cfg["loss"])["alpha"], "group_size": cfg["rollout"]["group_size"],
         "batch_size": cfg["rollout"]["batch_size"], "data": cfg["data"]["train"],
         "engine": cfg["rollout"].get("engine", "hf"),
         "steps_planned": cfg["steps"], "metrics": lines,
@@ -421,7 +630,7 @@ def cmd_speed(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=("data", "eval", "rl", "report", "speed", "engines"))
+    ap.add_argument("command", choices=("data", "eval", "rl", "report", "speed", "engines", "ladder"))
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="data and run directories")
     ap.add_argument("--results", type=Path, default=None,
                     help="where learning.json/png go (default: bench/results for the default --work, else WORK/results)")
@@ -456,6 +665,13 @@ def main() -> None:
     ap.add_argument("--engine", default="hf", choices=("hf", "llamacpp"),
                     help="rl: what samples the rollouts (llamacpp: LoRA runs, about 2x faster on a CPU; `engines` compares)")
     ap.add_argument("--with-hf", action="store_true", help="engines: also the torch sampler (slow)")
+    ap.add_argument("--rung", default="l1", choices=tuple(RUNGS), help="ladder: which rung")
+    ap.add_argument("--method", default="rememr1", help="ladder: the agent trained and scored (rememr1 | memagent)")
+    ap.add_argument("--alpha", type=float, default=1.0, help="ladder: advantage mix (1.0 = outcome only)")
+    ap.add_argument("--kl", type=float, default=0.0, help="ladder: loss.kl_beta")
+    ap.add_argument("--eval-every", type=int, default=10, help="ladder: score the checkpoint every N steps")
+    ap.add_argument("--ladder-start", type=Path, default=None, help="ladder: start adapter (default: the packaged one)")
+    ap.add_argument("--run-name", default=None, help="ladder: run directory name (default from the settings)")
     ap.add_argument("--tag", default="", help="rl: suffix of the run directory (rl-ALPHA-TAG) and its results key")
     args = ap.parse_args()
     global RESULTS
@@ -470,6 +686,9 @@ def main() -> None:
         cmd_speed(args)
     elif args.command == "engines":
         cmd_engines(args)
+    elif args.command == "ladder":
+        cmd_ladder(args)
+        return
     payload = _load()
     if args.command == "report":
         for run in sorted(p for p in (args.work / "eval").glob("*") if p.is_dir()):

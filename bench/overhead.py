@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import retrieval  # noqa: E402  (bench/retrieval.py)
 
-from rememr1 import Agent, SamplingParams, load_backend  # noqa: E402
+from rememr1 import Agent, AgentConfig, SamplingParams, load_backend  # noqa: E402
 
 
 def synthetic_document(n_words: int, seed: int = 0) -> str:
@@ -63,7 +63,7 @@ class TimedBackend:
 def agent_overhead(backend_name: str, chunks: int, chunk_size: int, max_new: int) -> dict:
     be = load_backend(backend_name)
     timed = TimedBackend(be)
-    agent = Agent(timed, chunk_size=chunk_size, sampling=SamplingParams(max_new_tokens=max_new, temperature=0.7, seed=0))
+    agent = Agent(timed, AgentConfig(chunk_size=chunk_size), SamplingParams(max_new_tokens=max_new, temperature=0.7, seed=0))
     doc = synthetic_document(int(chunks * chunk_size * 0.7))
     step_walls: list[float] = []
     last = [time.perf_counter()]

@@ -157,12 +157,12 @@ def items(n: int, chunks: int, chunk_tokens: int, tokenizer) -> list[tuple[str, 
 
 
 def run_engine(url: str, work, *, concurrency: int, chunk: int) -> float:
-    from rememr1.agent import Agent
+    from rememr1.agent import Agent, AgentConfig
     from rememr1.backends import load_backend
     from rememr1.backends.base import SamplingParams
 
     with load_backend("openai", base_url=url, model="sim", concurrency=concurrency) as be:
-        agent = Agent(be, chunk_size=chunk, sampling=SamplingParams(max_new_tokens=64, seed=0))
+        agent = Agent(be, AgentConfig(chunk_size=chunk), SamplingParams(max_new_tokens=64, seed=0))
         eps = (agent.episode(d, q, index=i) for i, (d, q) in enumerate(work))
         t0 = time.perf_counter()
         n = sum(1 for _ in agent.run_iter(eps, concurrency=concurrency))
@@ -173,12 +173,12 @@ def run_engine(url: str, work, *, concurrency: int, chunk: int) -> float:
 def run_lockstep(url: str, work, *, concurrency: int, chunk: int) -> float:
     """The previous policy: every round sends the next request of every open episode and
     waits for all replies before the next round."""
-    from rememr1.agent import Agent
+    from rememr1.agent import Agent, AgentConfig
     from rememr1.backends import load_backend
     from rememr1.backends.base import SamplingParams
 
     with load_backend("openai", base_url=url, model="sim", concurrency=concurrency) as be:
-        agent = Agent(be, chunk_size=chunk, sampling=SamplingParams(max_new_tokens=64, seed=0))
+        agent = Agent(be, AgentConfig(chunk_size=chunk), SamplingParams(max_new_tokens=64, seed=0))
         source = iter([agent.episode(d, q, index=i) for i, (d, q) in enumerate(work)])
         t0 = time.perf_counter()
         active: list = []
@@ -261,7 +261,7 @@ def server_part(args) -> list[dict]:
 def hf_part(args) -> dict:
     import torch
 
-    from rememr1.agent import Agent
+    from rememr1.agent import Agent, AgentConfig
     from rememr1.backends.base import ChatRequest, SamplingParams
     from rememr1.backends.hf import HFBackend
 
@@ -271,7 +271,7 @@ def hf_part(args) -> dict:
     sampling = SamplingParams(max_new_tokens=64, temperature=0.7, top_p=0.95, seed=0)
     out: dict = {}
     for c in (1, 8):
-        agent = Agent(be, chunk_size=1024, sampling=sampling)
+        agent = Agent(be, AgentConfig(chunk_size=1024), sampling)
         eps = [agent.episode(d, q, index=i) for i, (d, q) in enumerate(work)]
         t0 = time.perf_counter()
         for _ in agent.run_iter(eps, concurrency=c):
@@ -282,7 +282,7 @@ def hf_part(args) -> dict:
                                "gen_tokens_per_s": gen / wall}
         print(json.dumps({f"engine_c{c}": out[f"engine_c{c}"]}), flush=True)
     # the ceiling: generate() on batches of 8 of the engine's own first-step prompts
-    agent = Agent(be, chunk_size=1024, sampling=sampling)
+    agent = Agent(be, AgentConfig(chunk_size=1024), sampling)
     reqs = [agent.episode(d, q, index=i).next_request() for i, (d, q) in enumerate(work)]
     t0 = time.perf_counter()
     gens = be.generate([ChatRequest(r.messages, seed=r.seed) for r in reqs], sampling)

@@ -103,7 +103,7 @@ def main() -> None:
 def measure(args) -> dict:
     import openai
 
-    from rememr1.agent import Agent
+    from rememr1.agent import Agent, AgentConfig
     from rememr1.backends import load_backend
     from rememr1.backends.builtin import builtin_gguf_path
     from rememr1.backends.tokenization import load_tokenizer
@@ -127,7 +127,7 @@ def measure(args) -> dict:
         tok = load_tokenizer(builtin_gguf_path())
         work = items(max(args.items, args.latency_items), args.chunks, args.chunk_size, tok)
         be = load_backend("openai", base_url=sim_url, model="sim", concurrency=args.backend_concurrency)
-        agent = Agent(be, chunk_size=args.chunk_size, sampling=make_sampling("rememr1", 64, 0.7, 0.95, 0))
+        agent = Agent(be, AgentConfig(chunk_size=args.chunk_size), make_sampling("rememr1", 64, 0.7, 0.95, 0))
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
 
         def served(doc: str, q: str) -> str:

@@ -56,10 +56,10 @@ def run(alpha: float, args, data: list[str], out: Path) -> list[dict]:
         "out": str(out), "steps": args.steps, "save_every": 0, "seed": args.seed,
         "model.device": "cpu", "model.dtype": "float32", "data.train": data,
         "rollout.group_size": args.group_size, "rollout.batch_size": args.batch_size,
-        "agent.chunk_size": args.chunk_size, "rollout.max_new_tokens": args.max_new_tokens,
+        "agent.chunk_size": args.chunk_size, "rollout.sampling.max_new_tokens": args.max_new_tokens,
         "rollout.generation_batch_size": args.group_size * args.batch_size,
-        "rollout.temperature": args.temperature, "rollout.top_p": 1.0, "agent.fallback": args.fallback,
-        "loss.alpha": alpha, "optim.lr": args.lr, "optim.warmup_steps": 0,
+        "rollout.sampling.temperature": args.temperature, "rollout.sampling.top_p": 1.0, "agent.fallback": args.fallback,
+        "advantage.alpha": alpha, "optim.lr": args.lr, "optim.warmup_steps": 0,
     })
     return Trainer(cfg, quiet=args.quiet).train()
 
@@ -107,7 +107,7 @@ def summarize(results: dict[str, list[dict]], steps: int) -> tuple[dict, Table]:
     summary = {}
     for label, lines in results.items():
         row: dict = {}
-        for key in ("format_reward", "format_rate", "state_reward", "outcome_reward",
+        for key in ("format_reward", "well_formed_rollout_rate", "state_reward", "outcome_reward",
                     "advantage_abs_mean", "grad_norm"):
             row[key] = {"first": window_mean(lines, key, True, k), "last": window_mean(lines, key, False, k)}
         secs = {key: statistics.median(x[key] for x in lines)
@@ -119,7 +119,7 @@ def summarize(results: dict[str, list[dict]], steps: int) -> tuple[dict, Table]:
         def pair(key, row=row):
             return f"{_num(row[key]['first'])} → {_num(row[key]['last'])}"
 
-        table.add_row(label, pair("format_reward"), pair("format_rate"), pair("state_reward"),
+        table.add_row(label, pair("format_reward"), pair("well_formed_rollout_rate"), pair("state_reward"),
                       pair("outcome_reward"), pair("advantage_abs_mean"), pair("grad_norm"),
                       f"{row['steps_with_signal']}/{len(lines)}",
                       f"{secs['seconds_step']:.0f}", f"{secs['seconds_rollout']:.0f}",

@@ -83,7 +83,7 @@ def run_cell(src: Path, data: Path, out: Path, *, steps_per_episode: int, group:
            "--steps", str(train_steps), "--group-size", str(group), "--batch-size", "1",
            "--chunk-size", str(chunk or args.chunk_size),
            "--max-new-tokens", str(new_tokens or args.max_new_tokens), "--save-every", "0",
-           "--set", "rollout.temperature=0.7", "--set", "agent.fallback=reply",
+           "--set", "rollout.sampling.temperature=0.7", "--set", "agent.fallback=reply",
            "--set", "model.device=cpu", "--quiet", *extra]
     env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(src), **(env or {})}.items() if v is not None}
     t0 = time.perf_counter()

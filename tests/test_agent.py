@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from rememr1.agent import METHODS, Agent, AgentState, transition
+from rememr1.agent import METHODS, Agent, AgentConfig, AgentState, transition
 from rememr1.backends.base import SamplingParams
+from rememr1.compat import AgentCompat
 from rememr1.errors import InputError
 from rememr1.memory import make_retriever
 from rememr1.protocol import NO_RECALL, neutralize
@@ -33,7 +34,7 @@ DOC = "".join(CHUNKS)
 
 def make_agent(backend, method="rememr1", **kw):
     kw.setdefault("chunk_size", 20)
-    return Agent(backend, method=method, sampling=SamplingParams(max_new_tokens=64, seed=1), **kw)
+    return Agent(backend, AgentConfig(method=method, **kw), SamplingParams(max_new_tokens=64, seed=1))
 
 
 def test_fact_written_at_step_1_and_queried_at_step_5_is_recalled_at_step_6(scripted):
@@ -64,20 +65,30 @@ def test_fact_written_at_step_1_and_queried_at_step_5_is_recalled_at_step_6(scri
 
 
 def test_current_memory_is_never_its_own_recall_hit(scripted):
-    # Every step writes a unique memory and queries for exactly that memory's words.
+    # Every step writes a memory of its own words plus a word all memories share, and
+    # queries for exactly that memory: the new memory would be the best match, earlier
+    # ones match through the shared word only.
     def script(prompt, i):
         sec = section_of(prompt)
         if sec is None:
             return "\\boxed{x}"
         step = CHUNKS.index(sec)
-        return f"<update>zebra{step} unique{step}</update><recall>zebra{step} unique{step}</recall>"
+        words = f"zebra{step} unique{step} harbour"
+        return f"<update>{words}</update><recall>{words}</recall>"
 
     be = scripted(script)
     res = make_agent(be).answer(DOC, "q?")
-    for rec in res.steps[:-1]:
+    memory_steps = res.steps[:-1]
+    assert memory_steps[0].recall_hits == []  # nothing written before step 0
+    for rec in memory_steps[1:]:
+        assert rec.recall_hits, rec.step  # an earlier memory comes back at every later step
         for hit in rec.recall_hits:
             assert hit.step < rec.step, (rec.step, hit.step)
             assert hit.text != rec.memory_after
+    # the control: when retrieval runs after the new memory joined the history
+    # (`compat.recall_current`), that memory is what comes back
+    current = make_agent(scripted(script), compat=AgentCompat(recall_current=True)).answer(DOC, "q?")
+    assert all([h.step for h in r.recall_hits] == [r.step] for r in current.steps[:-1])
 
 
 def test_memagent_never_shows_recall_blocks_and_overwrites_memory(scripted):
@@ -181,11 +192,11 @@ def test_trace_fields_and_chunk_spans(scripted):
 def test_single_prompt_methods(scripted):
     be = scripted(lambda p, i: "\\boxed{a}")
     doc = " ".join(f"word{i}" for i in range(200)) + " needle here"
-    res = Agent(be, method="full-context", sampling=SamplingParams(max_new_tokens=8)).answer(doc, "needle?")
+    res = Agent(be, AgentConfig(method="full-context"), SamplingParams(max_new_tokens=8)).answer(doc, "needle?")
     assert len(res.steps) == 1 and res.steps[0].kind == "final"
     assert "needle here" in be.prompts[-1] and "word0 " in be.prompts[-1]
     be2 = scripted(lambda p, i: "\\boxed{a}")
-    ag = Agent(be2, method="rag", sampling=SamplingParams(max_new_tokens=8))
+    ag = Agent(be2, AgentConfig(method="rag"), SamplingParams(max_new_tokens=8))
     res = ag.answer(doc, "needle")
     assert "needle here" in be2.prompts[-1]
 
@@ -193,7 +204,7 @@ def test_single_prompt_methods(scripted):
 def test_full_context_middle_truncates_to_window(scripted):
     be = scripted(lambda p, i: "\\boxed{a}", context_window=1000)
     doc = "HEAD" + "m" * 5000 + "TAIL"
-    Agent(be, method="full-context", sampling=SamplingParams(max_new_tokens=8)).answer(doc, "q")
+    Agent(be, AgentConfig(method="full-context"), SamplingParams(max_new_tokens=8)).answer(doc, "q")
     p = be.prompts[0]
     assert "HEAD" in p and "TAIL" in p and len(p) < 1500
 
@@ -233,11 +244,79 @@ def test_the_documented_default_agent_runs_on_the_builtin_model():
     agent = Agent()
     try:
         assert agent.backend.name == "llamacpp" and agent.method.name == "rememr1"
-        agent.sampling = SamplingParams(max_new_tokens=48, temperature=0.0)
-        result = agent.answer("The lens was carried north on the schooner Maribel by Tolland Yard.",
+        short = Agent(agent.backend, agent.config, SamplingParams(max_new_tokens=48, temperature=0.0))
+        result = short.answer("The lens was carried north on the schooner Maribel by Tolland Yard.",
                               "Which ship carried the lens?")
     finally:
         agent.backend.close()
     assert [s.kind for s in result.steps] == ["memory", "final"]
     assert all(s.completion_tokens > 0 for s in result.steps)
     assert result.usage.completion_tokens == sum(s.completion_tokens for s in result.steps)
+
+
+# ------------------------------------------------------- the constructor and the spec
+
+
+def test_agent_takes_backend_config_and_sampling_only(scripted):
+    """`Agent(backend, config, sampling)` is the one constructor: options that belong to
+    the config are not keywords of their own (they used to lose silently to `config=`)."""
+    be = scripted(lambda p, i: "\\boxed{a}")
+    agent = Agent(be, AgentConfig(method="memagent", chunk_size=30), SamplingParams(max_new_tokens=16, seed=3))
+    assert (agent.method.name, agent.chunk_size, agent.sampling.max_new_tokens) == ("memagent", 30, 16)
+    with pytest.raises(TypeError):
+        Agent(be, method="memagent")
+    with pytest.raises(TypeError):
+        Agent(be, AgentConfig(), max_new_tokens=16)
+    with pytest.raises(TypeError, match="AgentConfig"):
+        Agent(be, {"method": "memagent"})
+    with pytest.raises(TypeError, match="SamplingParams"):
+        Agent(be, AgentConfig(), 16)
+    # without sampling: the method's token budget
+    assert Agent(be, AgentConfig(method="memagent")).sampling.max_new_tokens == METHODS["memagent"].default_max_new_tokens
+
+
+def test_episodes_read_a_frozen_spec_not_the_agent(scripted):
+    import dataclasses
+
+    from rememr1.agent import EpisodeSpec, FullContextEpisode, MemoryEpisode, RagEpisode
+
+    be = scripted(lambda p, i: "\\boxed{a}", context_window=4096)
+    agent = Agent(be, AgentConfig(chunk_size=20), SamplingParams(max_new_tokens=64, seed=9))
+    spec = agent.spec
+    assert isinstance(spec, EpisodeSpec)
+    assert (spec.method, spec.templates, spec.chunk_size, spec.seed) == (agent.method, agent.templates, 20, 9)
+    assert spec.config is agent.config and spec.tokenizer is be.tokenizer
+    assert spec.context_budget == 4096 - 64 - Agent.PROMPT_OVERHEAD
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.chunk_size = 5
+    first, second = spec.new_retriever(), spec.new_retriever()
+    assert first is not second  # a fresh history index per episode
+    ep = agent.episode(DOC, "q?")
+    assert type(ep) is MemoryEpisode and ep.spec is spec and not hasattr(ep, "agent")
+    assert ep.retriever is not None and len(ep.spans) == 10
+    kinds = {m: type(Agent(be, AgentConfig(method=m), SamplingParams(max_new_tokens=8)).episode(DOC, "q?"))
+             for m in METHODS}
+    assert kinds == {"rememr1": MemoryEpisode, "memagent": MemoryEpisode, "rule-callback": MemoryEpisode,
+                     "full-context": FullContextEpisode, "rag": RagEpisode}
+
+
+def test_each_reply_is_parsed_once(scripted, monkeypatch):
+    """One parse per step, shared by the state transition, the record and the answer rule."""
+    import rememr1.agent.episode as episode_module
+    import rememr1.protocol as protocol
+
+    calls = []
+    real = protocol.parse_reply
+
+    def counting(reply):
+        calls.append(reply)
+        return real(reply)
+
+    monkeypatch.setattr(protocol, "parse_reply", counting)
+    monkeypatch.setattr(episode_module, "parse_reply", counting)
+    replies = ["<thinking>t</thinking><update>a</update><recall>a</recall>", "<update>b</update>", "\\boxed{b}"]
+    be = scripted(lambda p, i: replies[i])
+    res = make_agent(be).answer("x" * 40, "q?")
+    assert [r.reply for r in res.steps] == replies
+    assert calls == replies  # each reply once, in order
+    assert res.answer == "b" and res.steps[0].thinking == "t" and res.steps[0].recall_query == "a"

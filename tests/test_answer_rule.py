@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.backends.base import SamplingParams
 from rememr1.data.records import Sample
 from rememr1.protocol import answer_of
-from rememr1.rewards import RewardConfig, episode_rewards
+from rememr1.rl.rewards import RewardConfig, episode_rewards
 
 WRAPPED = [
     (r"so \boxed{\text{Paris}}", "Paris"),
@@ -40,8 +40,7 @@ def test_answer_is_baselines():
 
 def _agent(scripted, final=r"I am sure: \boxed{\text{Paris}}", **kw):
     be = scripted(lambda p, i: "<update>Paris</update>" if "<section>" in p else final)
-    return Agent(be, chunk_size=16, sampling=SamplingParams(max_new_tokens=8, seed=0,
-                                                            temperature=1.0), **kw)
+    return Agent(be, AgentConfig(chunk_size=16, **kw), SamplingParams(max_new_tokens=8, seed=0, temperature=1.0))
 
 
 def test_ask_path(scripted):

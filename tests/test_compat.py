@@ -16,16 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rememr1.agent import METHODS, Agent, AgentState, transition
+from rememr1.agent import METHODS, Agent, AgentConfig, AgentState, transition
 from rememr1.backends.base import SamplingParams
 from rememr1.compat import AgentCompat, agent_compat
 from rememr1.memory import make_retriever
 from rememr1.metrics import aggregate, normalize_answer, score, score_official
 from rememr1.protocol import NO_RECALL, answer_of, official_memory
 from rememr1.records import FINAL_STEP, MEMORY_STEP, RecallHit, StepRecord
-from rememr1.rewards import RewardConfig, callback_bonus, episode_rewards, format_reward, memory_gain
-from rememr1.rl.advantages import group_advantages
-from rememr1.rewards import EpisodeRewards
+from rememr1.rl.rewards import RewardConfig, callback_bonus, episode_rewards, format_reward, memory_gain
+from rememr1.rl.advantages import AdvantageConfig, group_advantages
+from rememr1.rl.rewards import EpisodeRewards
 
 # (SPEC §9 line, switch, test that checks it)
 TABLE = [
@@ -59,9 +59,9 @@ TABLE = [
     ("(§3) no format reward for <recall>", "reward.no_recall_format", "test_no_recall_format"),
     ("Callback reward: max(0, R(recalled + prompt) - R(prompt))", "reward.callback_against_prompt",
      "test_callback_against_prompt"),
-    ("Doubled state advantage only without std scaling", "reward.double_state_advantage",
+    ("Doubled state advantage only without std scaling", "advantage.double_state",
      "test_double_state_advantage"),
-    ("A group of one rollout gets its raw score (mean 0, std 1)", "reward.singleton_raw_advantage",
+    ("A group of one rollout gets its raw score (mean 0, std 1)", "advantage.singleton_raw",
      "test_singleton_raw_advantage"),
 ]
 
@@ -93,8 +93,7 @@ def run_agent(scripted, replies, doc="x" * 30, **switches):
     """An episode of 3 chunks of 10 characters with scripted replies; returns (result, prompts)."""
     it = iter(replies)
     be = scripted(lambda p, i: next(it))
-    agent = Agent(be, chunk_size=10, sampling=SamplingParams(max_new_tokens=8),
-                  compat=AgentCompat(**switches))
+    agent = Agent(be, AgentConfig(chunk_size=10, compat=AgentCompat(**switches)), SamplingParams(max_new_tokens=8))
     return agent.answer(doc, "q?"), be.prompts
 
 
@@ -412,30 +411,30 @@ def test_double_state_advantage():
     eps = _eps([1.0, 0.0], [[1.0, 1.0], [0.0, 1.0]])
     # A_out = [0.5, -0.5]; step 0 state [1, 0] -> centred [0.5, -0.5]
     plain = group_advantages(eps)
-    doubled = group_advantages(eps, double_state=True)
+    doubled = group_advantages(eps, AdvantageConfig(double_state=True))
     assert plain[0][0] == pytest.approx(0.8 * 0.5 + 0.2 * 0.5)
     assert doubled[0][0] == pytest.approx(0.8 * 0.5 + 0.4 * 0.5)
     # with std scaling the factor cancels: (2r - 2m) / (2s + eps) ~ (r - m) / s
-    a = group_advantages(eps, scale_by_std=True)
-    b = group_advantages(eps, scale_by_std=True, double_state=True)
+    a = group_advantages(eps, AdvantageConfig(scale_by_std=True))
+    b = group_advantages(eps, AdvantageConfig(scale_by_std=True, double_state=True))
     assert np.allclose(a, b, atol=1e-5)
 
 
 def test_singleton_raw_advantage():
     one = _eps([1.0], [[0.5, 2.0]])
     assert group_advantages(one) == [[0.0, 0.0]]
-    raw = group_advantages(one, singleton_raw=True)
+    raw = group_advantages(one, AdvantageConfig(singleton_raw=True))
     assert raw[0] == pytest.approx([0.8 * 1.0 + 0.2 * 0.5, 0.8 * 1.0 + 0.2 * 2.0])
     # official: raw and doubled together give 2r for the state part
-    both = group_advantages(one, singleton_raw=True, double_state=True)
+    both = group_advantages(one, AdvantageConfig(singleton_raw=True, double_state=True))
     assert both[0][0] == pytest.approx(0.8 + 0.2 * 1.0)
     # a step that only one of two rollouts reached is a group of one too
     ragged = _eps([1.0, 0.0], [[1.0, 3.0, 1.0], [1.0, 1.0]])
     ragged[1].kinds = [MEMORY_STEP, MEMORY_STEP]
     ragged[0].kinds = [MEMORY_STEP, MEMORY_STEP, FINAL_STEP]
-    adv = group_advantages(ragged, alpha=0.0, singleton_raw=True)
+    adv = group_advantages(ragged, AdvantageConfig(alpha=0.0, singleton_raw=True))
     assert adv[0][2] == pytest.approx(1.0)
-    assert group_advantages(ragged, alpha=0.0)[0][2] == 0.0
+    assert group_advantages(ragged, AdvantageConfig(alpha=0.0))[0][2] == 0.0
 
 
 # ------------------------------------------------------------------------------ presets
@@ -479,8 +478,8 @@ def test_official_preset_episode(scripted):
         r"\boxed{Orrin}",
     ])
     be = scripted(lambda p, i: next(replies))
-    agent = Agent(be, chunk_size=10, sampling=SamplingParams(max_new_tokens=8),
-                  compat=agent_compat("official", training=False))
+    agent = Agent(be, AgentConfig(chunk_size=10, compat=agent_compat("official", training=False)),
+                  SamplingParams(max_new_tokens=8))
     res = agent.answer("x" * 30, "Who made the lens?")
     mem = [r.memory_after for r in res.steps[:-1]]
     assert mem[0] == "<thinking>first</thinking><update>lens made in Orrin</update>"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.backends.base import Backend, Generation, SamplingParams
 from rememr1.errors import BackendError
 
@@ -58,7 +58,7 @@ class LatencyBackend(Backend):
 
 
 def agent(backend, **kw):
-    return Agent(backend, chunk_size=10, sampling=SamplingParams(max_new_tokens=4, seed=0), **kw)
+    return Agent(backend, AgentConfig(chunk_size=10, **kw), SamplingParams(max_new_tokens=4, seed=0))
 
 
 def test_fast_episode_does_not_wait_for_slow_one():

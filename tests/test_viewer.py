@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.backends.base import SamplingParams
 from rememr1.eval import run_eval
-from rememr1.viewer import write_viewer
+from rememr1.viewer import write_run_report, write_viewer
 
 INJECTED = ('<script>document.title="pwned";document.body.dataset.pwned="1"</script>'
             '<img src=x onerror="document.body.dataset.pwned=\'1\'">')
@@ -53,8 +53,8 @@ def run(tmp_path_factory, ):
     root = tmp_path_factory.mktemp("viewer")
     data = write_data(root / "eval_revhop_50.json")
     be = ScriptedBackend(script)
-    run_eval([data], make_agent=lambda m: Agent(be, method=m, chunk_size=80,
-                                                 sampling=SamplingParams(max_new_tokens=16, seed=0)),
+    run_eval([data], make_agent=lambda m: Agent(be, AgentConfig(method=m, chunk_size=80),
+                                                 SamplingParams(max_new_tokens=16, seed=0)),
              methods=["rememr1", "memagent"], out_dir=root / "run", config={"backend": "scripted"})
     return root / "run"
 
@@ -118,10 +118,93 @@ def test_page_structure_and_payload(run):
     assert any(flags[0] for flags in grid) and any(flags[1] for flags in grid)
 
 
-def test_trace_file_and_cli(run, tmp_path):
+class FirstTable(HTMLParser):
+    """The text of each cell of the first <table> of a page, row by row."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._state = "before"  # before -> in -> after
+        self._cell = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and self._state == "before":
+            self._state = "in"
+        elif self._state == "in" and tag == "tr":
+            self.rows.append([])
+        elif self._state == "in" and tag in ("td", "th"):
+            self.rows[-1].append("")
+            self._cell = True
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self._state == "in":
+            self._state = "after"
+        self._cell = self._cell and tag not in ("td", "th")
+
+    def handle_data(self, data):
+        if self._cell:
+            self.rows[-1][-1] += data
+
+
+def test_run_report_writes_the_report_files_and_the_page(run, tmp_path):
+    """What `rememr1 eval` writes at the end (`write_run_report`): the report of
+    `eval.write_report` (report.md, summary.json, the plot), then report.html, whose table
+    shows exactly the cells of report.md."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    for name in ("report.md", "summary.json", "accuracy.png", "report.html"):
+        (out / name).unlink(missing_ok=True)
+    table, rows = write_run_report(out)
+    assert (out / "report.md").read_text() == table + "\n"
+    assert json.loads((out / "summary.json").read_text())["rows"] == rows
+    assert (out / "accuracy.png").stat().st_size > 1000
+    parser = FirstTable()
+    parser.feed((out / "report.html").read_text())
+    markdown = [[c.strip() for c in line.strip().strip("|").split("|")]
+                for line in table.splitlines() if line.startswith("|")]
+    del markdown[1]  # the |---| separator
+    assert parser.rows == markdown
+    assert [r[0] for r in parser.rows] == ["method", "memagent", "rememr1"]
+
+
+def test_ask_trace_and_eval_steps_load_through_one_reader(run, tmp_path, monkeypatch):
+    """`rememr1 ask --trace` writes the step lines an eval steps file holds (plus prompt,
+    reply and cost): the same item read from either through `step_entries` gives the same
+    viewer steps (the eval side adds only its entity grid)."""
+    from conftest import ScriptedBackend
+    from typer.testing import CliRunner
+
+    from rememr1.backends import BackendOptions
+    from rememr1.cli import app
+    from rememr1.viewer.data import _Texts, load_trace, step_entries
+
+    monkeypatch.setattr(BackendOptions, "load", lambda self: ScriptedBackend(script))
+    doc = tmp_path / "doc.txt"
+    doc.write_text(json.loads((run.parent / "eval_revhop_50.json").read_text())[1]["context"])
+    trace = tmp_path / "trace.jsonl"
+    res = CliRunner().invoke(app, ["ask", str(doc), "-q", "q?", "--chunk-size", "80", "--max-new-tokens", "16",
+                                   "--trace", str(trace), "--quiet"])
+    assert res.exit_code == 0, res.output
+    trace_lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert trace_lines[-1]["type"] == "result"
+    assert all({"span", "memory", "query", "hits", "recalled_in", "well_formed", "prompt", "reply"} <= set(x)
+               for x in trace_lines[:-1])
+    eval_steps = next(x for x in map(json.loads, (run / "rememr1" / "steps" / "eval_revhop_50.jsonl").open())
+                      if x["id"] == "q1")["steps"]
+    texts_trace, texts_eval = _Texts(), _Texts()
+    from_trace, from_eval = step_entries(trace_lines[:-1], texts_trace), step_entries(eval_steps, texts_eval)
+    assert any(s["hits"] for s in from_eval) and any(s["recalled_in"] for s in from_eval)
+    assert [{**s, "entities": None} for s in from_eval] == from_trace
+    assert texts_trace.values == texts_eval.values and len(texts_eval.values) > 1  # the same memories
+    assert len(load_trace(trace)["payload"]["items"][0]["steps"]) == len(eval_steps)
+
+
+def test_older_trace_file_and_cli(run, tmp_path):
+    """A trace in the older line format (`StepRecord.to_json`: `ask --trace` before the
+    step lines, `serve --trace-dir` now) still opens in the viewer."""
     from conftest import ScriptedBackend
 
-    agent = Agent(ScriptedBackend(script), chunk_size=80, sampling=SamplingParams(max_new_tokens=16, seed=0))
+    agent = Agent(ScriptedBackend(script), AgentConfig(chunk_size=80), SamplingParams(max_new_tokens=16, seed=0))
     trace = tmp_path / "trace.jsonl"
     with trace.open("w") as fh:
         result = agent.answer(json.loads((run.parent / "eval_revhop_50.json").read_text())[1]["context"], "q?",
@@ -176,11 +259,13 @@ def test_browser_opens_the_only_item_of_a_trace(run, tmp_path):
     """A page with one item (an `ask` or `serve` trace) opens on it, not on an empty pane."""
     from conftest import ScriptedBackend
 
+    from rememr1.eval.lines import trace_lines
+
     exe = chromium_or_skip()
-    agent = Agent(ScriptedBackend(script), chunk_size=80, sampling=SamplingParams(max_new_tokens=16, seed=0))
+    agent = Agent(ScriptedBackend(script), AgentConfig(chunk_size=80), SamplingParams(max_new_tokens=16, seed=0))
     result = agent.answer(json.loads((run.parent / "eval_revhop_50.json").read_text())[2]["context"], "q?")
     trace = tmp_path / "one.jsonl"
-    trace.write_text("".join(json.dumps(line) + "\n" for line in result.trace_json()))
+    trace.write_text("".join(json.dumps(line) + "\n" for line in trace_lines(result)))
     dom = browse(exe, write_viewer(trace).as_uri(), "--dump-dom").stdout
     assert 'data-ready="1"' in dom
     assert dom.count('class="item"') == 1 and "final step" in dom and 'class="sel"' in dom

@@ -1,8 +1,8 @@
 """rememr1: long-document question answering with a revisitable-memory agent (ReMemR1),
 its baselines, benchmarks and RL training.
 
-    from rememr1 import Agent, SamplingParams, load_backend
-    agent = Agent(load_backend("llamacpp"), method="rememr1")
+    from rememr1 import Agent, AgentConfig, SamplingParams, load_backend
+    agent = Agent(load_backend("llamacpp"), AgentConfig(method="rememr1"))
     print(agent.answer(document_text, "Which company built the ship?").answer)
 """
 

@@ -28,8 +28,8 @@ switch against hand-computed cases.
 | case-sensitive substring word matching                     | reward.case_sensitive_substring_match           |
 | no format reward for <recall>                              | reward.no_recall_format                         |
 | callback: max(0, R(recalled + prompt) - R(prompt))         | reward.callback_against_prompt                  |
-| doubled state advantage (cancels with std scaling)         | reward.double_state_advantage                   |
-| a group of one keeps its raw score (mean 0, std 1)         | reward.singleton_raw_advantage                  |
+| doubled state advantage (cancels with std scaling)         | advantage.double_state                          |
+| a group of one keeps its raw score (mean 0, std 1)         | advantage.singleton_raw                         |
 
 Known limits of the reproduction: the official history is a Python `set`, whose order (and
 so the winner among equally scored memories) depends on string hashing and changes from
@@ -42,7 +42,16 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .options import option
+
 PRESETS = ("none", "official")
+PANEL = "Official-code compatibility (off by default)"  # their section of `--help`
+
+
+def _switch(flag: str, help: str) -> Any:
+    """A compatibility switch: off by default; on the command line `--FLAG/--no-FLAG`,
+    unset unless given, so it overrides the preset (`--compat official --no-memory-set`)."""
+    return option(False, help, flag=f"--{flag}", panel=PANEL, tristate=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,13 +73,14 @@ class AgentCompat:
         ``<recall>(.+)</recall>`` (`protocol.official_recall_query`), placeholders included.
     """
 
-    whole_reply_memory: bool = False
-    verbatim_memory: bool = False
-    memory_set: bool = False
-    recall_current: bool = False
-    tfidf_model_tokens: bool = False
-    recall_at_zero: bool = False
-    official_recall: bool = False
+    whole_reply_memory: bool = _switch("whole-reply-memory", "memory = the whole reply minus <recall> spans, at every step")
+    verbatim_memory: bool = _switch("verbatim-memory", "memories enter prompts as written (their tags not defused)")
+    memory_set: bool = _switch("memory-set", "history keeps each distinct memory once")
+    recall_current: bool = _switch("recall-current", "retrieve after adding the new memory (it is a candidate too)")
+    tfidf_model_tokens: bool = _switch("tfidf-model-tokens", "TF-IDF over the model tokenizer's pieces")
+    recall_at_zero: bool = _switch("recall-at-zero", "return the top-1 even when nothing matches")
+    official_recall: bool = _switch(
+        "official-recall", "query = first greedy single-line <recall>(.+)</recall>, placeholders too")
 
     @classmethod
     def official(cls, *, training: bool) -> AgentCompat:

@@ -45,7 +45,10 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
-def _aliases(golds: str | Sequence[str]) -> list[str]:
+def gold_aliases(golds: str | Sequence[str]) -> list[str]:
+    """The gold answers as a list of strings (one string is one alias); the one helper
+    the scorers here and the rewards (`rl.rewards`) read gold aliases through. No alias
+    at all is a ValueError."""
     aliases = [golds] if isinstance(golds, str) else [str(g) for g in golds]
     if not aliases:
         raise ValueError("no gold answers given")
@@ -67,7 +70,7 @@ def _f1_single(pred_norm: str, gold_norm: str) -> float:
 
 def exact_match(pred: str | None, golds: str | Sequence[str]) -> float:
     """1.0 when the normalised prediction equals some normalised gold alias."""
-    aliases = _aliases(golds)
+    aliases = gold_aliases(golds)
     if pred is None:
         return 0.0
     p = normalize_answer(pred)
@@ -77,7 +80,7 @@ def exact_match(pred: str | None, golds: str | Sequence[str]) -> float:
 def sub_exact_match(pred: str | None, golds: str | Sequence[str]) -> float:
     """1.0 when the normalised prediction contains, or is contained in, some gold alias.
     An empty (after normalisation) prediction or gold matches nothing."""
-    aliases = _aliases(golds)
+    aliases = gold_aliases(golds)
     if pred is None:
         return 0.0
     p = normalize_answer(pred)
@@ -90,7 +93,7 @@ def sub_exact_match(pred: str | None, golds: str | Sequence[str]) -> float:
 
 def f1_score(pred: str | None, golds: str | Sequence[str]) -> float:
     """Best token-overlap F1 over the gold aliases (0 for a yes/no/noanswer mismatch)."""
-    aliases = _aliases(golds)
+    aliases = gold_aliases(golds)
     if pred is None:
         return 0.0
     p = normalize_answer(pred)
@@ -107,7 +110,7 @@ def score(pred: str | None, golds: str | Sequence[str]) -> dict:
     answer (``pred is None``) scores 0 everywhere and is marked ``failed``; strict
     scoring never drops an item.
     """
-    aliases = _aliases(golds)
+    aliases = gold_aliases(golds)
     return {
         "em": exact_match(pred, aliases),
         "sub_em": sub_exact_match(pred, aliases),
@@ -148,7 +151,7 @@ def score_official(
     whose reply is exactly empty, are ``dropped``. Returns the keys of `score` plus
     ``pred``, the official prediction.
     """
-    gold = _aliases(golds)[0]
+    gold = gold_aliases(golds)[0]
     dropped = failed or not response
     pred = None if dropped else official_prediction(response, answer_format)
     if not pred:  # None or "": the official script scores 0 without comparing

@@ -388,8 +388,10 @@ def answer_is(text: str) -> str | None:
     return clean_answer(ans) or None
 
 
-def answer_of(reply: str | None, answer_format: str = "boxed") -> str | None:
+def answer_of(reply: str | None, answer_format: str = "boxed", *,
+              parsed: ParsedReply | None = None) -> str | None:
     r"""The answer a reply gives: the one rule for `ask`, `eval`, rewards and training.
+    `parsed` is `parse_reply(reply)` when the caller has it already (it is not parsed again).
 
     boxed     -- the content of the last complete, brace-matched ``\boxed{}`` outside
                  closed thinking blocks (nested braces kept, an unclosed box skipped),
@@ -399,7 +401,7 @@ def answer_of(reply: str | None, answer_format: str = "boxed") -> str | None:
     if reply is None:
         return None
     if answer_format == "boxed":
-        boxed = parse_reply(reply).boxed
+        boxed = (parsed or parse_reply(reply)).boxed
         return None if boxed is None else clean_answer(boxed)
     if answer_format == "answer-is":
         return answer_is(reply)

@@ -1,7 +1,8 @@
 """The one record type per agent step, and the per-question result built from them.
 
 Traces (`--trace`), evaluation diagnostics, rewards and RL training all read `StepRecord`;
-nothing else describes what happened at a step.
+nothing else describes what happened at a step. `well_formed` is the one rule for whether
+a step's reply followed the protocol's format.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class StepRecord:
         return self.finish_reason == "length"
 
     def to_json(self) -> dict[str, Any]:
-        """The trace line for this step (token ids left out)."""
+        """Every field of this step as JSON (token ids left out); traces on disk use the
+        shorter step line of `eval.lines.step_line`, which also reads this shape."""
         d = asdict(self)
         d.pop("prompt_ids")
         d.pop("completion_ids")
@@ -88,6 +90,22 @@ class StepRecord:
             d["chunk_span"] = list(self.chunk_span)
         d["recalled_from_step"] = [h.step for h in self.recalled_in]
         return d
+
+
+def well_formed(step: StepRecord, *, limit_recalls: bool = True) -> bool:
+    r"""The one rule for a well-formed step, read from the counts the agent recorded when
+    it parsed the reply. The format reward (`rl.rewards.format_reward`), the step lines of
+    `eval` (their `well_formed` field), the trainer's format metrics and the learning
+    bench all use it.
+
+    Memory step: exactly one <update> block, closed, with a non-empty memory, and at most
+    one <recall> block (`limit_recalls=False`: any number, the official reward's view).
+    Final step: exactly one complete \boxed{} with a non-empty answer.
+    """
+    if step.kind == FINAL_STEP:
+        return step.n_boxed == 1 and bool(step.answer and step.answer.strip())
+    ok = step.n_update == 1 and step.update_closed and bool(step.memory_after.strip())
+    return ok and (step.n_recall <= 1 or not limit_recalls)
 
 
 @dataclass
@@ -123,13 +141,8 @@ class AnswerResult:
         """The final step's raw reply (what the original scorers call the response)."""
         return self.steps[-1].reply if self.steps else ""
 
-    def trace_json(self) -> list[dict[str, Any]]:
-        """The whole trace, as `ask --trace` writes it: one line per step, then the summary
-        (`rememr1 view` reads it)."""
-        return [r.to_json() for r in self.steps] + [self.summary_json()]
-
     def summary_json(self) -> dict[str, Any]:
-        """The last trace line: the answer and totals."""
+        """The last trace line (`eval.lines.trace_lines`): the answer and totals."""
         return {
             "type": "result",
             "sample_id": self.sample_id,

@@ -13,7 +13,7 @@ from rememr1.data import detect_schema, iter_samples, load_samples
 from rememr1.data.records import LazyContext
 from rememr1.errors import InputError
 
-from .conftest import hotpot_records
+from conftest import hotpot_records
 
 
 def write_json(path, records):

@@ -13,7 +13,7 @@ import pytest
 from rememr1.data import build_longctx, load_samples
 from rememr1.errors import InputError
 
-from .conftest import flashrag_records, hotpot_records
+from conftest import flashrag_records, hotpot_records
 
 DOC_RE = re.compile(r"(?:^|\n\n)Document (\d+):\n")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.data.oracle import TokenizerBackend, oracle_steps, read_traces
 from rememr1.data.revhop import make_item
 from rememr1.data.tokens import make_token_counter
@@ -34,7 +34,7 @@ def _section(row: dict) -> str:
 
 
 def _agent(chunk_chars: int) -> Agent:
-    return Agent(TokenizerBackend(CharTokenizer()), method="rememr1", chunk_size=chunk_chars)
+    return Agent(TokenizerBackend(CharTokenizer()), AgentConfig(method="rememr1", chunk_size=chunk_chars))
 
 
 @pytest.mark.parametrize("order,hops", [("reverse", 2), ("forward", 2), ("reverse", 3), ("random", 3)])
@@ -89,7 +89,7 @@ def test_prompts_are_the_ones_the_agent_builds(scripted):
     rows = oracle_steps(_agent(1200), rec)
     replies = iter(r["reply"] for r in rows)
     backend = scripted(lambda prompt, i: next(replies))
-    Agent(backend, method="rememr1", chunk_size=1200).answer(rec["context"], rec["input"])
+    Agent(backend, AgentConfig(method="rememr1", chunk_size=1200)).answer(rec["context"], rec["input"])
     assert backend.prompts == [r["messages"][-1]["content"] for r in rows]
 
 

@@ -38,7 +38,7 @@ from rememr1.integrations.verl import agent_loop as loop_module  # noqa: E402
 from rememr1.integrations.verl.agent_loop import STEP_FIELD, ReMemR1AgentLoop  # noqa: E402
 from rememr1.integrations.verl.launcher import mini_batches, verl_overrides  # noqa: E402
 from rememr1.integrations.verl.trainer import ReMemR1Trainer, split_key  # noqa: E402
-from rememr1.rl.advantages import group_advantages  # noqa: E402
+from rememr1.rl.advantages import AdvantageConfig, group_advantages  # noqa: E402
 from rememr1.rl.config import load_config  # noqa: E402
 
 QUESTIONS = [
@@ -88,7 +88,7 @@ def train_file(tmp_path_factory):
 
 def training_config(train_file, **overrides):
     base = {"data.train": [train_file], "agent.chunk_size": 160, "agent.fallback": "reply",
-            "rollout.max_new_tokens": 40, "rollout.group_size": G, "rollout.batch_size": 2,
+            "rollout.sampling.max_new_tokens": 40, "rollout.group_size": G, "rollout.batch_size": 2,
             "optim.mini_batch_size": 1, "optim.max_tokens_per_micro_batch": 4096, "out": "/tmp/rememr1-verl-test"}
     return load_config(None, {**base, **overrides})
 
@@ -231,7 +231,8 @@ def expected_advantages(episodes, uids, alpha, scale_by_std=False):
     out = {}
     for uid in uids:
         sessions = sorted(s for u, s in episodes if u == uid)
-        mixed = group_advantages([episodes[(uid, s)] for s in sessions], alpha=alpha, scale_by_std=scale_by_std)
+        mixed = group_advantages([episodes[(uid, s)] for s in sessions],
+                                 AdvantageConfig(alpha=alpha, scale_by_std=scale_by_std))
         for s, per_step in zip(sessions, mixed, strict=True):
             out.update({(uid, s, t): a for t, a in zip(episodes[(uid, s)].steps, per_step, strict=True)})
     return out
@@ -344,8 +345,10 @@ def test_legacy_trainer_gets_the_final_step_and_a_warning(verl_config, tokenizer
 # ------------------------------------------------------------------ (c) and (d): advantages
 
 
-def make_trainer(verl_config, **rememr1):
-    config = OmegaConf.merge(verl_config, {"rememr1": rememr1}) if rememr1 else verl_config
+def make_trainer(verl_config, **advantage):
+    """The registered trainer on `verl_config`, with `advantage` (AdvantageConfig keys) in its
+    `rememr1.advantage` section."""
+    config = OmegaConf.merge(verl_config, {"rememr1": {"advantage": advantage}}) if advantage else verl_config
     trainer = object.__new__(ReMemR1Trainer)
     trainer.config = config
     trainer.use_critic = False
@@ -471,7 +474,8 @@ def test_launcher_overrides_compose_and_pass_verl_checks(verl_config):
     assert c.actor_rollout_ref.actor.ppo_max_token_len_per_gpu >= longest
     assert c.actor_rollout_ref.ref.log_prob_max_token_len_per_gpu >= longest
     opts = VerlOptions.from_config(c)
-    assert (opts.agent.chunk_size, opts.agent.fallback, opts.max_new_tokens, opts.alpha, opts.mini_batches) == \
+    assert (opts.agent.chunk_size, opts.agent.fallback, opts.max_new_tokens, opts.advantage.alpha,
+            opts.mini_batches) == \
         (160, "reply", 40, 0.8, 2)
 
 
@@ -498,7 +502,6 @@ def test_verl_policy_loss_equals_total_loss(train_file, model_dir, agg):
     kl = core_algos.agg_loss(core_algos.kl_penalty(logp, ref, kl_penalty=actor.kl_loss_type), mask,
                              actor.loss_agg_mode)
     theirs = pg + actor.kl_loss_coef * kl - actor.entropy_coeff * 0.0
-    ours, _ = total_loss(logp, old, adv, mask, ref_logp=ref, kl_coef=cfg.loss.kl_beta, clip_low=cfg.loss.clip_low,
-                         clip_high=cfg.loss.clip_high, dual_clip_c=cfg.loss.dual_clip_c, agg=cfg.loss.agg)
+    ours, _ = total_loss(logp, old, adv, mask, cfg.loss, ref_logp=ref)
     assert float(theirs) == pytest.approx(float(ours), rel=1e-5, abs=1e-7)
     assert float(pg) != pytest.approx(0.0)

@@ -33,18 +33,18 @@ def test_paper_config_becomes_v1_overrides():
     assert float(ov["actor_rollout_ref.actor.clip_ratio_c"]) == cfg.loss.dual_clip_c
     assert float(ov["actor_rollout_ref.actor.optim.lr"]) == cfg.optim.lr
     longest = int(ov["data.max_prompt_length"]) + int(ov["data.max_response_length"])
-    assert int(ov["data.max_prompt_length"]) >= cfg.agent.chunk_size + 2 * cfg.rollout.max_new_tokens
+    assert int(ov["data.max_prompt_length"]) >= cfg.agent.chunk_size + 2 * cfg.rollout.sampling.max_new_tokens
     assert ov["actor_rollout_ref.actor.use_dynamic_bsz"] == "true"
     assert int(ov["actor_rollout_ref.actor.ppo_max_token_len_per_gpu"]) >= longest
     # 128 questions in mini-batches of 8: 16 updates a step, whatever the steps per episode
     assert ov["+rememr1.mini_batches"] == "16" == str(mini_batches(cfg))
     # warm-up in verl's unit (scheduler steps once per training step): 20 updates / 16 per step
     assert ov["actor_rollout_ref.actor.optim.lr_warmup_steps"] == "2"
-    assert ov["+rememr1.alpha"] == "0.8" and ov["+rememr1.agent.chunk_size"] == "5000"
+    assert ov["+rememr1.advantage.alpha"] == "0.8" and ov["+rememr1.agent.chunk_size"] == "5000"
 
 
 def test_section_round_trips_to_the_options_every_verl_process_reads():
-    cfg, ov = overrides_of(**{"compat": "official", "loss.alpha": 0.5, "agent.top_k": 2})
+    cfg, ov = overrides_of(**{"compat": "official", "advantage.alpha": 0.5, "agent.top_k": 2})
     section: dict = {}
     for key, value in ov.items():
         if key.startswith("+rememr1."):
@@ -56,8 +56,8 @@ def test_section_round_trips_to_the_options_every_verl_process_reads():
 
             node[last] = yaml.safe_load(value)
     opts = VerlOptions.from_config({"rememr1": section})
-    assert opts.agent == cfg.agent and opts.reward == cfg.reward
-    assert opts.alpha == 0.5 and opts.reward.double_state_advantage is True
+    assert opts.agent == cfg.agent and opts.reward == cfg.reward and opts.advantage == cfg.advantage
+    assert opts.advantage.alpha == 0.5 and opts.advantage.double_state is True
 
 
 def test_cluster_section_and_extra_overrides():
@@ -91,6 +91,6 @@ def test_cli_dry_run_prints_the_command_and_a_bad_engine_fails():
     assert out.returncode == 0, out.stderr
     argv = shlex.split(out.stdout.replace("\\\n", " "))
     assert argv[1:3] == ["-m", "verl.trainer.main_ppo"]
-    assert "trainer.n_gpus_per_node=4" in argv and "+rememr1.alpha=0.8" in argv
+    assert "trainer.n_gpus_per_node=4" in argv and "+rememr1.advantage.alpha=0.8" in argv
     bad = subprocess.run([*exe, "--engine", "ray"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unknown engine" in bad.stderr

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rememr1.records import FINAL_STEP, MEMORY_STEP
-from rememr1.rewards import EpisodeRewards
+from rememr1.rl.rewards import EpisodeRewards
 from rememr1.rl.advantages import (
+    AdvantageConfig,
     group_advantages,
     mix_advantages,
     outcome_advantages,
@@ -121,18 +122,24 @@ def test_group_advantages_hand_computed():
     ]
     adv = group_advantages(episodes)
     assert [len(a) for a in adv] == [4, 2, 4]
-    # A_out = [2/3, -1/3, -1/3]; state advantages as in STATE_ADV
-    assert adv[0] == pytest.approx([0.8 * 2 / 3 + 0.2 * x for x in [0.5, -2 / 3, 1.0, 0.0]])
-    assert adv[1] == pytest.approx([0.8 * -1 / 3 + 0.2 * x for x in [-0.5, 1 / 3]])
-    assert adv[2] == pytest.approx([0.8 * -1 / 3 + 0.2 * x for x in [0.0, 1 / 3, -1.0, 0.0]])
-    doubled = group_advantages(episodes, double_state=True)
-    assert doubled[2] == pytest.approx([0.8 * -1 / 3 + 0.4 * x for x in [0.0, 1 / 3, -1.0, 0.0]])
+    # By hand: A_out = [2/3, -1/3, -1/3]; the state advantages are those of STATE_ADV,
+    # rollout 0: [1/2, -2/3, 1, 0]; mixed 0.8 A_out + 0.2 A_state, e.g. 8/15 + 1/10 = 19/30
+    assert adv[0] == pytest.approx([19 / 30, 2 / 5, 11 / 15, 8 / 15])
+    assert adv[1] == pytest.approx([-11 / 30, -1 / 5])
+    assert adv[2] == pytest.approx([-4 / 15, -1 / 5, -7 / 15, -4 / 15])
+    # the official doubling: the state part weighs 0.4, e.g. -4/15 - 0.4 = -2/3
+    doubled = group_advantages(episodes, AdvantageConfig(double_state=True))
+    assert doubled[2] == pytest.approx([-4 / 15, -2 / 15, -2 / 3, -4 / 15])
+    # alpha and std scaling come from the same config: alpha 0.5 on rollout 1,
+    # A_state = [-1/2, 1/3] -> [1/2 (-1/3) + 1/2 (-1/2), 1/2 (-1/3) + 1/2 (1/3)]
+    half = group_advantages(episodes, AdvantageConfig(alpha=0.5))
+    assert half[1] == pytest.approx([-5 / 12, 0.0])
 
 
 def test_group_advantages_aligns_on_step_index_not_position():
     # rollout 1 recorded only steps 1 and 3 (in that order); they align with the others'
     episodes = [_ep(0.0, [1.0, 2.0, 3.0, 4.0]), _ep(0.0, [0.0, 2.0], steps=[1, 3])]
-    adv = group_advantages(episodes, alpha=0.0)
+    adv = group_advantages(episodes, AdvantageConfig(alpha=0.0))
     # step 0 has a single rollout -> 0; step 1: [2, 0] -> [1, -1]; step 3: [4, 2] -> [1, -1]
     assert adv[0] == pytest.approx([0.0, 1.0, 0.0, 1.0])
     assert adv[1] == pytest.approx([-1.0, -1.0])

@@ -55,7 +55,7 @@ def test_each_step_samples_with_the_adapter_of_the_last_update(tmp_path):
         "data.train": [str(data)], "out": str(out), "steps": 2, "save_every": 1,
         "model.device": "cpu", "model.lora": True, "rollout.engine": "llamacpp",
         "model.path": str(start), "rollout.group_size": 4, "rollout.batch_size": 1, "agent.chunk_size": 48,
-        "rollout.max_new_tokens": 32, "optim.lr": 1e-2, "optim.warmup_steps": 0,
+        "rollout.sampling.max_new_tokens": 32, "optim.lr": 1e-2, "optim.warmup_steps": 0,
     })
     Trainer(cfg, quiet=True).train()
     lines = read_metrics(out)

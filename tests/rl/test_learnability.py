@@ -125,10 +125,10 @@ def _run(task, out: Path) -> list[float]:
     cfg = load_config(None, {
         "model.path": str(task["model"]), "model.device": "cpu", "data.train": [str(task["train"])],
         "data.dev": str(task["dev"]), "out": str(out), "steps": STEPS, "save_every": 0,
-        "eval_every": 8, "eval.at_start": True, "eval.max_items": None, "eval.temperature": 1.0,
-        "eval.top_p": 1.0, "eval.max_new_tokens": 8, "rollout.group_size": 8, "rollout.batch_size": 4,
-        "rollout.temperature": 1.0, "rollout.max_new_tokens": 8, "agent.chunk_size": 128,
-        "loss.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": 1e-2, "optim.warmup_steps": 0,
+        "eval_every": 8, "eval.at_start": True, "eval.max_items": None, "eval.sampling.temperature": 1.0,
+        "eval.sampling.top_p": 1.0, "eval.sampling.max_new_tokens": 8, "rollout.group_size": 8, "rollout.batch_size": 4,
+        "rollout.sampling.temperature": 1.0, "rollout.sampling.max_new_tokens": 8, "agent.chunk_size": 128,
+        "advantage.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": 1e-2, "optim.warmup_steps": 0,
         "optim.max_tokens_per_micro_batch": 8192, "seed": 0,
     })
     Trainer(cfg, quiet=True).train()
@@ -162,8 +162,8 @@ def test_leaving_out_zero_advantage_sequences_gives_the_same_update(task, tmp_pa
         cfg = load_config(None, {
             "model.path": str(task["model"]), "model.device": "cpu", "data.train": [str(task["train"])],
             "out": str(out), "steps": 2, "save_every": 2, "rollout.group_size": 2, "rollout.batch_size": 4,
-            "rollout.temperature": 1.0, "rollout.max_new_tokens": 8, "agent.chunk_size": 128,
-            "loss.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": 1e-2, "optim.warmup_steps": 0,
+            "rollout.sampling.temperature": 1.0, "rollout.sampling.max_new_tokens": 8, "agent.chunk_size": 128,
+            "advantage.alpha": 1.0, "loss.kl_beta": 0.0, "optim.lr": 1e-2, "optim.warmup_steps": 0,
             "optim.max_tokens_per_micro_batch": 8192, "optim.skip_zero_advantage": skip, "seed": 0,
         })
         lines = Trainer(cfg, quiet=True).train()

@@ -9,13 +9,21 @@ import pytest
 import torch
 
 from rememr1.rl.loss import (
-    entropy_from_logits,
+    LossConfig,
     kl_k3,
+    logprobs_and_entropy,
     masked_aggregate,
     policy_loss,
-    token_logprobs,
     total_loss,
 )
+
+
+def token_logprobs(logits, labels, **kw):
+    return logprobs_and_entropy(logits, labels, with_entropy=False, **kw)[0]
+
+
+def entropy_from_logits(logits):
+    return logprobs_and_entropy(logits, torch.zeros(logits.shape[:-1], dtype=torch.long))[1]
 
 # ---------------------------------------------------------------------------- references
 
@@ -85,9 +93,8 @@ def test_policy_loss_matches_reference(agg, clips, seed):
     logp_padded[~mask] = float("nan")
 
     lp = logp_padded.clone().requires_grad_(True)
-    loss, stats = policy_loss(
-        lp, old, adv, mask, clip_low=clip_low, clip_high=clip_high, dual_clip_c=dual_c, agg=agg
-    )
+    cfg = LossConfig(clip_low=clip_low, clip_high=clip_high, dual_clip_c=dual_c, agg=agg)
+    loss, stats = policy_loss(lp, old, adv, mask, cfg)
     loss.backward()
 
     lp_ref = logp.clone().requires_grad_(True)
@@ -104,7 +111,7 @@ def test_policy_loss_matches_reference(agg, clips, seed):
 
 def test_policy_loss_batch_exercises_every_branch():
     logp, old, adv, mask = random_batch(0)
-    _, stats = policy_loss(logp, old, adv, mask, dual_clip_c=1.5)
+    _, stats = policy_loss(logp, old, adv, mask, LossConfig(dual_clip_c=1.5))
     assert 0.0 < stats["clip_frac"] < 1.0
     assert stats["dual_clip_frac"] > 0.0
     assert stats["ratio_max"] > 1.2
@@ -116,7 +123,7 @@ def test_policy_loss_stats_by_hand():
     logp = torch.tensor([[0.0, 0.5, -0.5, 2.0]], dtype=torch.float64)
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]], dtype=torch.float64)
     mask = torch.ones(1, 4, dtype=torch.bool)
-    loss, stats = policy_loss(logp, old, adv, mask, clip_low=0.2, clip_high=0.2, dual_clip_c=3.0)
+    loss, stats = policy_loss(logp, old, adv, mask, LossConfig(clip_low=0.2, clip_high=0.2, dual_clip_c=3.0))
     r = [1.0, math.exp(0.5), math.exp(-0.5), math.exp(2.0)]
     per = [
         -1.0,  # inside the clip range
@@ -137,9 +144,9 @@ def test_aggregation_with_global_counts_matches_full_batch():
         ("token-mean", "num_tokens", mask.sum().item()),
         ("seq-mean", "num_seqs", (mask.sum(1) > 0).sum().item()),
     ]:
-        full, _ = policy_loss(logp, old, adv, mask, agg=agg)
+        full, _ = policy_loss(logp, old, adv, mask, LossConfig(agg=agg))
         parts = sum(
-            policy_loss(logp[s], old[s], adv[s], mask[s], agg=agg, **{key: count})[0]
+            policy_loss(logp[s], old[s], adv[s], mask[s], LossConfig(agg=agg), **{key: count})[0]
             for s in (slice(0, 2), slice(2, 5))
         )
         assert parts.item() == pytest.approx(full.item())
@@ -157,8 +164,8 @@ def test_masked_aggregate_hand_computed():
 
 def test_policy_loss_rejects_bad_options():
     logp, old, adv, mask = random_batch(0)
-    with pytest.raises(ValueError):
-        policy_loss(logp, old, adv, mask, dual_clip_c=1.0)
+    with pytest.raises(ValueError, match="dual_clip_c"):
+        LossConfig(dual_clip_c=1.0)
     with pytest.raises(ValueError):
         policy_loss(logp, old, adv[:, :3], mask)
 
@@ -231,23 +238,29 @@ def test_entropy_from_logits_against_loop():
     torch.testing.assert_close(uniform, torch.full((1, 2), math.log(8)))
 
 
+def test_logprob_and_entropy_hand_computed():
+    # two tokens with probabilities 1/4 and 3/4 (logits 0 and ln 3): log p(1) = ln 3/4,
+    # H = ln 4 - 3/4 ln 3 = 0.562335; at temperature 1/2 they become 1/10 and 9/10:
+    # log p(1) = ln 9/10 = -0.105361, H = ln 10 - 9/10 ln 9 = 0.325083
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])
+    labels = torch.tensor([[1]])
+    logp, ent = logprobs_and_entropy(logits, labels)
+    assert logp.item() == pytest.approx(-0.287682, abs=1e-6)
+    assert ent.item() == pytest.approx(0.562335, abs=1e-6)
+    logp, ent = logprobs_and_entropy(logits, labels, temperature=0.5)
+    assert logp.item() == pytest.approx(-0.105361, abs=1e-6)
+    assert ent.item() == pytest.approx(0.325083, abs=1e-6)
+    assert logprobs_and_entropy(logits.bfloat16(), labels, with_entropy=False)[1] is None
+
+
 def test_total_loss_combines_terms():
     logp, old, adv, mask = random_batch(4)
     ref = old + 0.3
     ent = torch.rand_like(logp)
     for agg in ("token-mean", "seq-mean"):
-        loss, stats = total_loss(
-            logp,
-            old,
-            adv,
-            mask,
-            ref_logp=ref,
-            entropy=ent,
-            kl_coef=0.05,
-            entropy_coef=0.01,
-            agg=agg,
-        )
-        pg, _ = policy_loss(logp, old, adv, mask, agg=agg)
+        cfg = LossConfig(kl_beta=0.05, entropy_coef=0.01, agg=agg)
+        loss, stats = total_loss(logp, old, adv, mask, cfg, ref_logp=ref, entropy=ent)
+        pg, _ = policy_loss(logp, old, adv, mask, cfg)
         kl = masked_aggregate(kl_k3(logp, ref), mask, agg)
         en = masked_aggregate(ent, mask, agg)
         assert loss.item() == pytest.approx((pg + 0.05 * kl - 0.01 * en).item())
@@ -255,13 +268,13 @@ def test_total_loss_combines_terms():
             en.item()
         )
     # given but with zero coefficients: reported, not added
-    loss0, stats0 = total_loss(logp, old, adv, mask, ref_logp=ref, entropy=ent, kl_coef=0.0)
+    loss0, stats0 = total_loss(logp, old, adv, mask, LossConfig(kl_beta=0.0), ref_logp=ref, entropy=ent)
     assert loss0.item() == pytest.approx(policy_loss(logp, old, adv, mask)[0].item())
     assert "kl" in stats0 and "entropy" in stats0
     with pytest.raises(ValueError):
-        total_loss(logp, old, adv, mask)  # default kl_coef > 0 needs ref_logp
+        total_loss(logp, old, adv, mask)  # default kl_beta > 0 needs ref_logp
     with pytest.raises(ValueError):
-        total_loss(logp, old, adv, mask, kl_coef=0.0, entropy_coef=0.1)
+        total_loss(logp, old, adv, mask, LossConfig(kl_beta=0.0, entropy_coef=0.1))
 
 
 # ---------------------------------------------------------------------------- one optimiser step
@@ -310,7 +323,7 @@ def test_one_step_moves_logprob_with_the_advantage(sign, optim, agg):
     with torch.no_grad():
         ref_logp, _ = sequence_logp(ref_model)
     adv = torch.full_like(logp, sign) * mask
-    loss, _ = total_loss(logp, logp.detach(), adv, mask, ref_logp=ref_logp, agg=agg)
+    loss, _ = total_loss(logp, logp.detach(), adv, mask, LossConfig(agg=agg), ref_logp=ref_logp)
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -23,7 +23,7 @@ def samples(n: int) -> list[Sample]:
 def scripted_agent(scripted, reply: str = "<update>kept</update><recall>harbour</recall>"):
     backend = scripted(lambda prompt, i: reply if "<section>" in prompt else "\\boxed{Orrin1}")
     sampling = SamplingParams(max_new_tokens=16, temperature=1.0, top_p=1.0, seed=11)
-    return backend, Agent(backend, sampling=sampling, chunk_size=120)
+    return backend, Agent(backend, AgentConfig(chunk_size=120), sampling)
 
 
 def test_all_rollouts_of_a_step_share_generate_calls(scripted):
@@ -73,7 +73,7 @@ def test_unbuildable_question_is_skipped(scripted):
 
 def test_collect_rollouts_needs_seeded_sampling(scripted):
     backend = scripted(lambda p, i: "")
-    agent = Agent(backend, sampling=SamplingParams(temperature=1.0, seed=None), chunk_size=100)
+    agent = Agent(backend, AgentConfig(chunk_size=100), SamplingParams(temperature=1.0, seed=None))
     with pytest.raises(ValueError, match="seeded"):
         collect_rollouts(agent, samples(1), group_size=2, step=1)
 
@@ -94,8 +94,8 @@ def tiny_policy():
 
 def test_rollout_records_equal_evaluation_with_same_seeds(tiny_policy):
     model, tok = tiny_policy
-    cfg = RolloutConfig(group_size=3, batch_size=2, max_new_tokens=12, top_p=0.9,
-                        generation_batch_size=4)
+    cfg = RolloutConfig(group_size=3, batch_size=2, generation_batch_size=4,
+                        sampling=SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9))
     agent = policy_agent(model, tok, cfg, AgentConfig(chunk_size=60), seed=7)
     groups = collect_rollouts(agent, samples(2), group_size=3, step=4)
     replies = set()
@@ -103,7 +103,7 @@ def test_rollout_records_equal_evaluation_with_same_seeds(tiny_policy):
         for r in group:
             # Evaluation path: an Agent on the same model and sampling, one episode at a
             # time (a different batch composition), seeded by the rollout's index.
-            eval_agent = Agent(agent.backend, sampling=agent.sampling, chunk_size=60)
+            eval_agent = Agent(agent.backend, AgentConfig(chunk_size=60), agent.sampling)
             (res,) = eval_agent.run([eval_agent.episode(DOC, r.sample.question, index=r.index)])
             assert len(res.steps) == len(r.steps) >= 3
             for mine, theirs in zip(r.steps, res.steps):

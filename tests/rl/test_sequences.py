@@ -122,3 +122,32 @@ def test_a_shared_prompt_gives_the_same_logprobs_entropy_and_gradients(tiny_mode
     for want, p in zip(expected, tiny_model.parameters()):
         torch.testing.assert_close(p.grad, want, atol=1e-5, rtol=1e-4)
     tiny_model.zero_grad()
+
+
+def test_the_entropy_the_trainer_uses_is_the_sampling_distributions_entropy(tiny_model, monkeypatch):
+    """The trainer's entropy (`completion_logprobs(..., with_entropy=True)` through a
+    `CompletionScorer`, sliced) equals -sum p log p of softmax(logits / T), computed here
+    one position at a time with plain floats."""
+    import math
+
+    from rememr1.rl.sequences import CompletionScorer
+
+    seqs = [seq(9, 5, seed=21), seq(4, 3, seed=22)]
+    monkeypatch.setattr(seqmod, "LOGIT_CHUNK_BYTES", 4 * 100 * 2 * 2)  # slices of 2 positions
+    with torch.no_grad():
+        _, mask, ent = completion_logprobs(CompletionScorer(tiny_model), seqs, pad_id=0, temperature=0.7,
+                                           with_entropy=True)
+        for b, s in enumerate(seqs):
+            ids = torch.tensor([s.prompt_ids + s.completion_ids])
+            logits = tiny_model(input_ids=ids).logits[0, :-1].double().tolist()
+            n = len(s.completion_ids)
+            want = []
+            for row in logits[-n:]:
+                z = [x / 0.7 for x in row]
+                top = max(z)
+                total = sum(math.exp(x - top) for x in z)
+                ps = [math.exp(x - top) / total for x in z]
+                want.append(-sum(p * math.log(p) for p in ps if p > 0))
+            got = ent[b][mask[b].bool()].tolist()
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert 0 < min(ent[mask.bool()].tolist()) and max(ent[mask.bool()].tolist()) < math.log(100)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.data.oracle import TokenizerBackend, write_traces
 from rememr1.data.revhop import make_item
 from rememr1.data.tokens import make_token_counter
@@ -28,7 +28,7 @@ def traces(tmp_path_factory) -> Path:
     from rememr1.backends.tokenization import HFTokenizer
 
     path = tmp_path_factory.mktemp("traces") / "traces.jsonl"
-    agent = Agent(TokenizerBackend(HFTokenizer(_tokenizer())), method="rememr1", chunk_size=256)
+    agent = Agent(TokenizerBackend(HFTokenizer(_tokenizer())), AgentConfig(method="rememr1", chunk_size=256))
     records = [make_item(seed=5, length=700, hops=2, order="reverse", index=i,
                          counter=make_token_counter(None)) for i in range(2)]
     write_traces(iter(records), path, agent)
@@ -43,8 +43,9 @@ def tiny_model(tmp_path_factory) -> Path:
 def _cfg(traces, model, out, **extra) -> SFTConfig:
     optim = OptimConfig(lr=extra.pop("lr", 1e-2), warmup_steps=0, weight_decay=0.0,
                         max_tokens_per_micro_batch=4096, bf16=False)
-    return SFTConfig(traces=[str(traces)], out=str(out), model=ModelConfig(path=str(model), device="cpu"),
-                     batch_size=4, save_every=extra.pop("save_every", 0), optim=optim, **extra)
+    model_cfg = ModelConfig(path=str(model), device="cpu", lora=extra.pop("lora", True))
+    return SFTConfig(traces=[str(traces)], out=str(out), model=model_cfg, batch_size=4,
+                     save_every=extra.pop("save_every", 0), optim=optim, **extra)
 
 
 def _losses(out: Path) -> list[float]:

@@ -27,7 +27,7 @@ from rememr1.rl.trainer import DataStream, Trainer
 # entropy, lengths, seconds per phase, throughput, optimiser state).
 REQUIRED_METRICS = (
     "step", "outcome_reward", "state_reward", "memory_gain", "callback_bonus", "format_reward",
-    "format_rate", "recall_rate", "kl", "clip_frac", "entropy", "response_length",
+    "well_formed_rollout_rate", "recall_rate", "kl", "clip_frac", "entropy", "response_length",
     "seconds_rollout", "seconds_reference", "seconds_update", "gen_tokens_per_s",
     "train_tokens_per_s", "lr", "grad_norm", "loss",
 )
@@ -97,7 +97,7 @@ def tiny_overrides(tiny, out: Path, **extra) -> dict:
     base = {
         "model.path": str(tiny["model"]), "model.device": "cpu", "data.train": [str(tiny["data"])],
         "out": str(out), "steps": 2, "save_every": 1, "rollout.group_size": 4,
-        "rollout.batch_size": 2, "agent.chunk_size": 64, "rollout.max_new_tokens": 8,
+        "rollout.batch_size": 2, "agent.chunk_size": 64, "rollout.sampling.max_new_tokens": 8,
         "agent.fallback": "reply", "optim.lr": 1e-2, "optim.warmup_steps": 0,
         "optim.max_tokens_per_micro_batch": 4096,
     }
@@ -151,8 +151,9 @@ def test_validation_runs_through_the_eval_runner(run_a):
 def test_checkpoint_is_a_loadable_hf_directory(run_a, tiny):
     from safetensors.torch import load_file
 
-    from rememr1.agent import Agent
+    from rememr1.agent import Agent, AgentConfig
     from rememr1.backends import load_backend
+    from rememr1.backends.base import SamplingParams
 
     ck1, ck2 = run_a / "checkpoint-1", run_a / "checkpoint-2"
     assert (ck1 / "config.json").is_file() and (ck1 / "trainer_state.pt").is_file()
@@ -163,7 +164,7 @@ def test_checkpoint_is_a_loadable_hf_directory(run_a, tiny):
     name = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(w0[name], w1[name]) and not torch.equal(w1[name], w2[name])
     backend = load_backend("hf", model=str(ck1), device="cpu")  # what `rememr1 ask --backend hf` does
-    agent = Agent(backend, chunk_size=64, max_new_tokens=4)
+    agent = Agent(backend, AgentConfig(chunk_size=64), SamplingParams(max_new_tokens=4))
     result = agent.answer("The capital of Testland is Paris. " * 5, "What is the capital of Testland?")
     assert result.steps and result.steps[0].prompt_ids is not None
 
@@ -284,8 +285,8 @@ def test_load_config_errors_and_coercion(tmp_path):
         load_config(None, {"nonsense": 1})
     with pytest.raises(InputError, match="rollout.group_size: expected an integer"):
         load_config(None, {"rollout.group_size": "four"})
-    with pytest.raises(InputError, match="loss.alpha"):
-        load_config(None, {"loss.alpha": 1.5})
+    with pytest.raises(InputError, match="advantage.alpha"):
+        load_config(None, {"advantage.alpha": 1.5})
     with pytest.raises(InputError, match="agent.method"):
         load_config(None, {"agent.method": "full-context"})
     with pytest.raises(InputError, match="agent.compat.memory_sett"):
@@ -306,11 +307,38 @@ def test_load_config_errors_and_coercion(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_sampling_sections_renamed_keys_and_defaults_that_follow_other_keys(caplog):
+    from rememr1.agent import get_method
+    from rememr1.rl.config import config_from_dict
+
+    # the token budget per step is the method's default (as in `ask`), validation's the rollout's
+    mem = load_config(None, {"agent.method": "memagent"})
+    assert mem.rollout.sampling.max_new_tokens == get_method("memagent").default_max_new_tokens == 1024
+    assert mem.eval.sampling.max_new_tokens == 1024
+    assert load_config(None, {"rollout.sampling.max_new_tokens": 96}).eval.sampling.max_new_tokens == 96
+    # a key under a section keeps the section's other defaults (rollouts at 1.0 / 1.0)
+    cfg = load_config(None, {"rollout.sampling.temperature": 0.5, "rollout.sampling.stop": ["</x>"]})
+    s, e = cfg.rollout.sampling, cfg.eval.sampling
+    assert (s.temperature, s.top_p, s.stop) == (0.5, 1.0, ("</x>",))
+    assert (e.temperature, e.top_p) == (0.7, 0.95)
+    assert config_from_dict(cfg.to_dict()) == cfg  # what config.yaml holds reads back the same
+    with pytest.raises(InputError, match="rollout.sampling.temperature: must be > 0"):
+        load_config(None, {"rollout.sampling.temperature": 0})
+    # keys of earlier versions are read under their new names, with a warning
+    old = load_config(None, {"loss.alpha": 0.5, "rollout.temperature": 0.9, "eval.max_new_tokens": 12,
+                             "reward.double_state_advantage": True})
+    assert old.advantage.alpha == 0.5 and old.advantage.double_state
+    assert old.rollout.sampling.temperature == 0.9 and old.eval.sampling.max_new_tokens == 12
+    assert "'loss.alpha' is now 'advantage.alpha'" in caplog.text
+    with pytest.raises(InputError, match="give only 'advantage.alpha'"):
+        load_config(None, {"loss.alpha": 0.5, "advantage.alpha": 0.6})
+
+
 def test_packaged_configs_load_by_name():
     assert {"revhop-smollm2-cpu", "hotpotqa-qwen2.5-3b"} <= set(packaged_configs())
     paper = load_config("hotpotqa-qwen2.5-3b")
     assert (paper.rollout.group_size, paper.rollout.batch_size, paper.optim.lr) == (16, 128, 1e-6)
-    assert (paper.agent.chunk_size, paper.rollout.max_new_tokens, paper.loss.alpha) == (5000, 2048, 0.8)
+    assert (paper.agent.chunk_size, paper.rollout.sampling.max_new_tokens, paper.advantage.alpha) == (5000, 2048, 0.8)
     assert paper.optim.warmup_steps == 20 and paper.loss.kl_beta == 0.001
     cpu = load_config("revhop-smollm2-cpu.yaml")
     assert cpu.model.path is None and cpu.rollout.group_size == 4
@@ -319,7 +347,7 @@ def test_packaged_configs_load_by_name():
 def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from rememr1.rl import cli
+    from rememr1.cli import app
 
     seen = {}
 
@@ -332,28 +360,33 @@ def test_cli_maps_options_to_config_keys(tiny, tmp_path, monkeypatch):
             return []
 
     monkeypatch.setattr(trainer_mod, "Trainer", FakeTrainer)
-    result = CliRunner().invoke(cli.app, [
+    result = CliRunner().invoke(app, [
         "train", "--data", str(tiny["data"]), "--out", str(tmp_path / "o"), "--steps", "3",
         "--group-size", "6", "--alpha", "1.0", "--lr", "3e-6", "--set", "loss.kl_beta=0",
+        "--max-new-tokens", "64", "--set", "rollout.sampling.temperature=0.8",
         "--lora", "--set", "model.lora_rank=8", "--rollout-engine", "llamacpp",
     ])
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert cfg.data.train == [str(tiny["data"])] and cfg.steps == 3
     assert cfg.model.lora and cfg.model.lora_rank == 8 and cfg.rollout.engine == "llamacpp"
-    assert cfg.rollout.group_size == 6 and cfg.loss.alpha == 1.0 and cfg.optim.lr == 3e-6
+    assert cfg.rollout.group_size == 6 and cfg.advantage.alpha == 1.0 and cfg.optim.lr == 3e-6
     assert cfg.loss.kl_beta == 0.0
+    assert cfg.rollout.sampling.max_new_tokens == cfg.eval.sampling.max_new_tokens == 64
+    assert cfg.rollout.sampling.temperature == 0.8
     assert cfg.compat == "none" and not cfg.agent.compat.active()
-    official = CliRunner().invoke(cli.app, [
+    official = CliRunner().invoke(app, [
         "train", "--data", str(tiny["data"]), "--out", str(tmp_path / "o2"), "--compat", "official",
-        "--set", "agent.compat.memory_set=false",
+        "--no-memory-set", "--top-k", "2", "--temperature", "0.9",
     ])
     assert official.exit_code == 0, official.output
     cfg = seen["cfg"]
-    assert cfg.reward.official_outcome and cfg.reward.double_state_advantage
+    assert cfg.reward.official_outcome and cfg.advantage.double_state and cfg.advantage.singleton_raw
     assert cfg.agent.compat.whole_reply_memory and not cfg.agent.compat.recall_current
-    assert not cfg.agent.compat.memory_set  # an explicit key wins over the preset
-    bad = CliRunner().invoke(cli.app, ["train", "--out", str(tmp_path / "o")])
+    assert not cfg.agent.compat.memory_set  # an explicit switch wins over the preset
+    # the agent's and the sampling's own flags reach their keys (declared on those fields)
+    assert cfg.agent.top_k == 2 and cfg.rollout.sampling.temperature == 0.9
+    bad = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "o")])
     assert isinstance(bad.exception, InputError) and "no training data" in str(bad.exception)
 
 
@@ -367,7 +400,7 @@ def test_one_step_on_the_builtin_model(tmp_path):
     cfg = load_config(None, {
         "data.train": [str(data)], "out": str(out), "steps": 1, "model.device": "cpu",
         "rollout.group_size": 2, "rollout.batch_size": 1, "agent.chunk_size": 48,
-        "rollout.max_new_tokens": 32,
+        "rollout.sampling.max_new_tokens": 32,
     })
     trainer = Trainer(cfg, quiet=True)
     (line,) = trainer.train()
@@ -385,14 +418,29 @@ def test_refuses_a_budget_that_cannot_fit(tiny, tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
 
 
-def test_micro_batches_follow_the_token_budget(tiny, tmp_path):
+def test_micro_batches_follow_the_token_budget(tiny, tmp_path, monkeypatch):
+    """Every forward pass the update makes holds at most the budget's padded tokens (or a
+    single sequence), the passes together score every sequence of the step exactly once,
+    and the count reported is the count run."""
+    from rememr1.rl.sequences import micro_batch_tokens
+
+    real = trainer_mod.completion_logprobs
+    update_passes: list[list] = []
+
+    def recording(model, micro, **kw):
+        if kw.get("with_entropy"):  # the update's passes (reference scoring takes no entropy)
+            update_passes.append(list(micro))
+        return real(model, micro, **kw)
+
+    monkeypatch.setattr(trainer_mod, "completion_logprobs", recording)
     out = tmp_path / "budget"
     small = tiny_overrides(tiny, out, steps=1, **{"optim.max_tokens_per_micro_batch": 700})
     (line,) = [m for m in Trainer(load_config(None, small), quiet=True).train()]
-    # 40 sequences of a few hundred tokens: many micro-batches at a 700-token budget
     assert line["max_tokens_per_micro_batch"] == 700
-    assert line["micro_batches"] >= line["sequences"] * 250 // 700
-    assert line["peak_rss_gb"] > 0
+    assert line["micro_batches"] == len(update_passes) > 1
+    assert all(micro_batch_tokens(m) <= 700 or len(m) == 1 for m in update_passes)
+    scored = [id(s) for m in update_passes for s in m]
+    assert len(scored) == len(set(scored)) == line["sequences"] - line["sequences_skipped"]
 
 
 # ------------------------------------------------------------------- data parallel

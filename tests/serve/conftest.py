@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request  # at module level: FastAPI reads the handlers' annotations
 
 from conftest import CharTokenizer, ScriptedBackend
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.backends.base import Backend, Generation, SamplingParams
 from rememr1.serve import ServeSettings, create_app
 
@@ -47,7 +47,7 @@ def fact_document(subject: str, code: str, filler: int = 6) -> str:
 
 
 def make_agents(backend: Backend, methods=("rememr1", "memagent"), **kw) -> dict[str, Agent]:
-    return {m: Agent(backend, method=m, chunk_size=200, sampling=SamplingParams(max_new_tokens=64, seed=0), **kw)
+    return {m: Agent(backend, AgentConfig(method=m, chunk_size=200, **kw), SamplingParams(max_new_tokens=64, seed=0))
             for m in methods}
 
 

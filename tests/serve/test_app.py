@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from rememr1.agent import Agent
+from rememr1.agent import Agent, AgentConfig
 from rememr1.backends.base import SamplingParams
 from rememr1.errors import BackendError, BackendTimeout
 
@@ -357,7 +357,7 @@ def test_upstream_openai_server_going_down_is_502_and_recovers(serve):
     upstream = Server(up).__enter__()
     backend = OpenAIBackend("up", base_url=upstream.url, max_retries=0, timeout=5)
     try:
-        server = serve({"rememr1": Agent(backend, chunk_size=200, sampling=SamplingParams(max_new_tokens=32))})
+        server = serve({"rememr1": Agent(backend, AgentConfig(chunk_size=200), SamplingParams(max_new_tokens=32))})
         messages = ask(fact_document("buoy", "U6"), "What is the code of buoy?")
         c = client(server)
         first = c.chat.completions.create(model="rememr1", messages=messages, extra_body={"rememr1": {"trace": True}})

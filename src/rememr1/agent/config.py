@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..compat import AgentCompat
 from ..errors import InputError
+from ..options import option
 from ..protocol import ANSWER_FORMATS, FALLBACKS
 from .methods import get_method
 
@@ -28,16 +29,21 @@ class AgentConfig:
     compat             -- official-code behaviours (`rememr1.compat`)
     """
 
-    method: str = "rememr1"
-    chunk_size: int | None = None
-    max_context_tokens: int | None = None
-    retriever: str = "tfidf"
-    top_k: int = 1
-    fallback: str = "keep"
-    templates: str | None = None
-    rag_chunk_size: int = 512  # rag: size of the retrieved chunks
-    rag_top_k: int = 8
-    answer_format: str = "boxed"
+    # `eval` and `serve` take a list of methods instead (their own --method).
+    method: str = option("rememr1", "rememr1 | memagent | rule-callback | full-context | rag", flag="--method")
+    chunk_size: int | None = option(
+        None, "tokens per chunk (default 5000, shrunk to fit the model's window)", flag="--chunk-size")
+    max_context_tokens: int | None = option(
+        None, "cap on document tokens (keeps the first and last halves)", flag="--max-context-tokens")
+    retriever: str = option("tfidf", "tfidf | bm25 | overlap | dense", flag="--retriever")
+    top_k: int = option(1, "memories recalled per query", flag="--top-k")
+    fallback: str = option("keep", "memory when a reply has no <update>: keep | reply | empty", flag="--fallback")
+    templates: str | None = option(None, "directory with replacement prompt templates", flag="--templates")
+    rag_chunk_size: int = option(512, "rag: tokens per retrieved chunk", flag="--rag-chunk-size")
+    rag_top_k: int = option(8, "rag: chunks retrieved per question", flag="--rag-top-k")
+    answer_format: str = option(
+        "boxed", "how the final reply states the answer: boxed (last \\boxed{}) | answer-is (text after "
+        "'the answer is')", flag="--answer-format")
     compat: AgentCompat = field(default_factory=AgentCompat)
 
     def __post_init__(self) -> None:

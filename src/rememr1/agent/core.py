@@ -1,7 +1,8 @@
 """The memory agent: a model plus a method, answering questions over long documents.
 
-    from rememr1 import Agent
+    from rememr1 import Agent, AgentConfig
     agent = Agent()                                   # built-in model on llama.cpp
+    agent = Agent(backend, AgentConfig(method="memagent", chunk_size=5000), SamplingParams(seed=0))
     result = agent.answer(open("report.txt").read(), "Who built the ship?")
     result.answer, result.steps, result.usage
     results = agent.answer_many([(doc1, q1), (doc2, q2)], concurrency=8)
@@ -12,64 +13,49 @@ question, the recalled memory, its current memory and the chunk, and replies wit
 <update> (its new memory) and maybe a <recall> query; `agent.episode.transition` turns
 (state, reply) into the next state. After the last chunk a final prompt asks for
 `\\boxed{}`. Methods are configurations of this one loop (`agent.methods`). Episodes run
-on the engine (`agent.engine`): each at its own pace, many at once.
+on the engine (`agent.engine`): each at its own pace, many at once; each reads the frozen
+`EpisodeSpec` (`agent.spec`) the agent builds once.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from functools import partial
 
 from ..backends.base import Backend, SamplingParams
 from ..chunking import DEFAULT_CHUNK_SIZE
-from ..compat import AgentCompat
 from ..errors import InputError
 from ..memory import Retriever, make_retriever
 from ..protocol import TemplateSet, load_templates
 from ..records import AnswerResult
 from .config import AgentConfig
 from .engine import StepCallback, drive, run_sync
-from .episode import NO_COMPAT, Episode
+from .episode import Episode, make_episode
 from .methods import get_method
+from .spec import EpisodeSpec
 
 
 class Agent:
     """A model plus a method: answers questions over long documents.
 
-    `backend` is any `Backend` (default: the built-in model on llama.cpp). Options are
-    keyword-only; `sampling` is a `SamplingParams` value (defaults: the paper's evaluation
-    settings, temperature 0.7, top-p 0.95, and the method's token budget).
+    `Agent(backend, config, sampling)`: `backend` is any `Backend` (default: the built-in
+    model on llama.cpp), `config` an `AgentConfig` (default: rememr1 with its defaults),
+    `sampling` a `SamplingParams` (default: the paper's evaluation settings, temperature
+    0.7, top-p 0.95, and the method's token budget). Every option lives in one of those
+    two values; the agent builds the frozen `EpisodeSpec` its episodes read once, here.
     """
 
     def __init__(
         self,
         backend: Backend | None = None,
-        *,
-        method: str = "rememr1",
-        sampling: SamplingParams | None = None,
-        chunk_size: int | None = None,
-        max_new_tokens: int | None = None,
-        retriever: str = "tfidf",
-        top_k: int = 1,
-        max_context_tokens: int | None = None,
-        fallback: str = "keep",
-        templates: str | None = None,
-        answer_format: str = "boxed",
-        compat: AgentCompat = NO_COMPAT,
         config: AgentConfig | None = None,
+        sampling: SamplingParams | None = None,
     ) -> None:
-        if config is None:
-            config = AgentConfig(
-                method=method,
-                chunk_size=chunk_size,
-                max_context_tokens=max_context_tokens,
-                retriever=retriever,
-                top_k=top_k,
-                fallback=fallback,
-                templates=templates,
-                answer_format=answer_format,
-                compat=compat,
-            )
+        config = AgentConfig() if config is None else config
+        if not isinstance(config, AgentConfig):
+            raise TypeError(f"config must be an AgentConfig, not {type(config).__name__}")
+        if sampling is not None and not isinstance(sampling, SamplingParams):
+            raise TypeError(f"sampling must be a SamplingParams, not {type(sampling).__name__}")
         self.config = config
         self.method = get_method(config.method)
         self.templates: TemplateSet = load_templates(config.method, config.templates)
@@ -78,20 +64,32 @@ class Agent:
 
             backend = load_backend("llamacpp")
         self.backend = backend
-        sampling = sampling or SamplingParams(max_new_tokens=self.method.default_max_new_tokens)
-        if max_new_tokens is not None:
-            sampling = replace(sampling, max_new_tokens=max_new_tokens)  # validated again
-        self.sampling = sampling
+        self.sampling = sampling or SamplingParams(max_new_tokens=self.method.default_max_new_tokens)
         self.chunk_size = self._fit_chunk_size()
+        self.spec = EpisodeSpec(
+            config=config,
+            method=self.method,
+            templates=self.templates,
+            tokenizer=backend.tokenizer,
+            chunk_size=self.chunk_size,
+            context_budget=max(256, backend.context_window - self.sampling.max_new_tokens
+                               - self.PROMPT_OVERHEAD),
+            new_retriever=self._retriever_factory(),
+            seed=self.sampling.seed,
+        )
         if self.method.recall or self.method.single_prompt == "rag":
             self.make_retriever()  # fail early on an unknown name or option
 
-    def make_retriever(self) -> Retriever:
-        """A fresh retriever for one episode's history, as the config and its compatibility
+    def _retriever_factory(self) -> Callable[[], Retriever]:
+        """Fresh retrievers for episodes' histories, as the config and its compatibility
         switches ask (the policy tokenizer's pieces for TF-IDF, a top-1 at zero)."""
         cfg = self.config
         options = {"tokenizer": self.backend.tokenizer} if cfg.compat.tfidf_model_tokens else {}
-        return make_retriever(cfg.retriever, top_at_zero=cfg.compat.recall_at_zero, **options)
+        return partial(make_retriever, cfg.retriever, top_at_zero=cfg.compat.recall_at_zero, **options)
+
+    def make_retriever(self) -> Retriever:
+        """A fresh retriever for one episode's history (`spec.new_retriever`)."""
+        return self.spec.new_retriever()
 
     # Prompt room taken by instructions and the question (a generous estimate).
     PROMPT_OVERHEAD = 512
@@ -112,11 +110,6 @@ class Agent:
             )
         return min(DEFAULT_CHUNK_SIZE, fit)
 
-    def single_prompt_budget(self) -> int:
-        return max(
-            256, self.backend.context_window - self.sampling.max_new_tokens - self.PROMPT_OVERHEAD
-        )
-
     def episode(
         self,
         document: str | Iterable[str],
@@ -126,7 +119,8 @@ class Agent:
         sample_id: str | None = None,
         tag: object = None,
     ) -> Episode:
-        return Episode(self, document, question, index=index, sample_id=sample_id, tag=tag)
+        """A new episode of this agent's method over (document, question) (`make_episode`)."""
+        return make_episode(self.spec, document, question, index=index, sample_id=sample_id, tag=tag)
 
     # -- running episodes --------------------------------------------------------------
 

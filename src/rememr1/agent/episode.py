@@ -1,14 +1,21 @@
 """One episode: a (document, question) pair being answered, step by step.
 
     state, what = transition(state, reply, method=METHODS["rememr1"], question=q, retriever=r)
-    episode = agent.episode(document, question)
+    episode = agent.episode(document, question)   # make_episode(agent.spec, document, question)
     request = episode.next_request()          # the prompt of the next step
     record = episode.consume(generation)      # the reply: state moves on, a StepRecord is made
 
 `transition` turns (state, reply) into the next state; it is the only place that does so,
 and inference, evaluation, RL rollouts and the verl agent loop all go through it (via
 `Episode.consume`). An Episode never calls a model: the engine (`agent.engine`) does, for
-many episodes at once, each at its own pace.
+many episodes at once, each at its own pace. Each episode reads the agent's frozen
+`EpisodeSpec` (`agent.spec`), never the agent itself.
+
+There is one episode class per kind of method: `MemoryEpisode` (a memory step per chunk,
+then the final step: rememr1, memagent, rule-callback), `FullContextEpisode` and
+`RagEpisode` (one prompt over the whole document or its retrieved chunks). `make_episode`
+picks the class for the spec's method. Each reply is parsed once (`protocol.parse_reply`),
+in `Episode.consume`; the state transition and the answer rule read that parse.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from ..backends.base import ChatRequest, Generation
 from ..chunking import Chunk, TokenizedDocument
@@ -25,6 +31,7 @@ from ..compat import AgentCompat
 from ..errors import InputError
 from ..memory import Retriever, make_retriever
 from ..protocol import (
+    ParsedReply,
     answer_of,
     memory_from_reply,
     official_memory,
@@ -32,11 +39,9 @@ from ..protocol import (
     parse_reply,
     render_prompt,
 )
-from ..records import FINAL_STEP, MEMORY_STEP, AnswerResult, RecallHit, StepRecord, Usage
+from ..records import FINAL_STEP, MEMORY_STEP, AnswerResult, RecallHit, StepKind, StepRecord, Usage
 from .methods import Method
-
-if TYPE_CHECKING:
-    from .core import Agent
+from .spec import EpisodeSpec
 
 
 @dataclass(frozen=True)
@@ -64,15 +69,29 @@ class AgentState:
 
 @dataclass(frozen=True)
 class Transition:
-    """What one memory step did, as read from the model's reply."""
+    """What one memory step did: the reply's parse, and the memory, query and recalled
+    memories `transition` made of it."""
 
-    thinking: str | None
+    parsed: ParsedReply
     memory: str
     query: str | None
     hits: tuple[RecallHit, ...]
-    n_update: int
-    n_recall: int
-    update_closed: bool
+
+    @property
+    def thinking(self) -> str | None:
+        return self.parsed.thinking
+
+    @property
+    def n_update(self) -> int:
+        return self.parsed.n_update
+
+    @property
+    def n_recall(self) -> int:
+        return self.parsed.n_recall
+
+    @property
+    def update_closed(self) -> bool:
+        return self.parsed.update_closed
 
 
 NO_COMPAT = AgentCompat()
@@ -88,6 +107,7 @@ def transition(
     top_k: int = 1,
     fallback: str = "keep",
     compat: AgentCompat = NO_COMPAT,
+    parsed: ParsedReply | None = None,
 ) -> tuple[AgentState, Transition]:
     """(state, model reply) -> next state. The one state-transition function.
 
@@ -97,9 +117,11 @@ def transition(
     (`compat.recall_current`: after, so the new memory is a candidate too). The retriever
     is an append-only index of the history; `sync` brings it to the candidates, so the
     result depends only on the state, never on what the retriever saw before. `compat`
-    switches the other official-code behaviours (`rememr1.compat`).
+    switches the other official-code behaviours (`rememr1.compat`). `parsed` is
+    `parse_reply(reply)` when the caller has it already (`Episode.consume` parses once).
     """
-    parsed = parse_reply(reply)
+    if parsed is None:
+        parsed = parse_reply(reply)
     if compat.whole_reply_memory:
         memory = official_memory(reply)
     else:
@@ -130,15 +152,7 @@ def transition(
         history=history,
         history_steps=steps,
     )
-    return nxt, Transition(
-        thinking=parsed.thinking,
-        memory=memory,
-        query=query,
-        hits=hits,
-        n_update=parsed.n_update,
-        n_recall=parsed.n_recall,
-        update_closed=parsed.update_closed,
-    )
+    return nxt, Transition(parsed=parsed, memory=memory, query=query, hits=hits)
 
 
 def recalled_text(hits: Sequence[RecallHit]) -> str:
@@ -160,11 +174,16 @@ def request_seed(seed: int | None, sample: int, step: int) -> int | None:
 
 
 class Episode:
-    """One (document, question) pair being answered: yields requests, consumes replies."""
+    """One (document, question) pair being answered: yields requests, consumes replies.
+
+    The base of the three episode kinds (module docstring): it keeps the state, the step
+    records, the answer and the timing; a subclass says what the next prompt is
+    (`_prompt`) and what a memory step does to the state.
+    """
 
     def __init__(
         self,
-        agent: Agent,
+        spec: EpisodeSpec,
         document: str | Iterable[str],
         question: str,
         *,
@@ -176,12 +195,12 @@ class Episode:
         find on the episode again (evaluation keeps its sample there)."""
         if not question or not question.strip():
             raise InputError("the question is empty")
-        self.agent = agent
+        self.spec = spec
         self.question = question.strip()
         self.index = index
         self.sample_id = sample_id
         self.tag = tag
-        self.method = agent.method
+        self.method = spec.method
         self.state = AgentState()
         self.records: list[StepRecord] = []
         self.answer: str | None = None
@@ -189,51 +208,26 @@ class Episode:
         self.done = False
         self.started = time.perf_counter()
         self.finished_at: float | None = None
-        self.doc = TokenizedDocument(
-            document, agent.backend.tokenizer, max_tokens=agent.config.max_context_tokens
-        )
-        self.retriever = agent.make_retriever() if self.method.recall else None
-        if self.method.single_prompt is None:
-            self.spans = self.doc.spans(agent.chunk_size)
-        else:
-            self.spans = []
-        self._pending: tuple[ChatRequest, str, Chunk | None] | None = None
+        self.doc = TokenizedDocument(document, spec.tokenizer, max_tokens=spec.config.max_context_tokens)
+        self.spans: list[tuple[int, int]] = []  # memory steps' chunks (none: one prompt)
+        self._pending: tuple[ChatRequest, StepKind, Chunk | None] | None = None
 
     @property
     def n_steps(self) -> int:
         """Model calls this episode makes in all: memory steps plus the final step."""
         return len(self.spans) + 1
 
-    def _chunk(self, i: int) -> Chunk:
-        s, e = self.spans[i]
-        return Chunk(i, s, e, self.doc.decode(s, e))
+    def _prompt(self) -> tuple[StepKind, str, Chunk | None]:
+        """The next step: its kind, its prompt and the chunk it shows (if any)."""
+        raise NotImplementedError
 
     def next_request(self) -> ChatRequest | None:
         if self.done:
             return None
-        t = self.state.step
-        tpl = self.agent.templates
-        chunk: Chunk | None = None
-        if self.method.single_prompt is not None:
-            kind = FINAL_STEP
-            prompt = render_prompt(tpl.final, problem=self.question, section=self._context())
-        else:
-            shown = dict(  # memory None before the first step: the placeholder
-                problem=self.question,
-                memory=self.state.memory if t > 0 else None,
-                recalled=recalled_text(self.state.recalled),
-                verbatim_memory=self.agent.config.compat.verbatim_memory,
-            )
-            if t < len(self.spans):
-                kind = MEMORY_STEP
-                chunk = self._chunk(t)
-                prompt = render_prompt(tpl.step, section=chunk.text, **shown)
-            else:
-                kind = FINAL_STEP
-                prompt = render_prompt(tpl.final, **shown)
+        kind, prompt, chunk = self._prompt()
         req = ChatRequest(
             messages=[{"role": "user", "content": prompt}],
-            seed=request_seed(self.agent.sampling.seed, self.index, t),
+            seed=request_seed(self.spec.seed, self.index, self.state.step),
         )
         self._pending = (req, kind, chunk)
         return req
@@ -244,45 +238,22 @@ class Episode:
         when no request is pending): what an oracle policy reads to write its reply."""
         return self._pending[2] if self._pending is not None else None
 
-    def _context(self) -> str:
-        """The document for single-prompt methods, fitted to the model's window."""
-        budget = self.agent.single_prompt_budget()
-        if self.method.single_prompt == "full":
-            n = len(self.doc)
-            if n <= budget:
-                return self.doc.text()
-            head = budget // 2  # middle truncation: keep both ends
-            return self.doc.decode(0, head) + "\n...\n" + self.doc.decode(n - (budget - head), n)
-        # rag: top-k chunks by the question, shown in document order
-        cfg = self.agent.config
-        spans = self.doc.spans(cfg.rag_chunk_size)
-        k = max(1, min(cfg.rag_top_k, budget // cfg.rag_chunk_size))
-        retriever = make_retriever(cfg.retriever)
-        texts = [self.doc.decode(s, e) for s, e in spans]
-        for text in texts:
-            retriever.add(text)
-        hits = retriever.search(self.question, k=k) or [RecallHit(texts[0], 0, 0.0)]
-        return "\n\n".join(texts[h.step] for h in sorted(hits, key=lambda h: h.step))
+    def _memory_step(self, before: AgentState, reply: str, parsed: ParsedReply) -> dict:
+        """A memory step's outcome (the state moves on); only memory episodes have them."""
+        raise NotImplementedError
 
     def consume(self, gen: Generation) -> StepRecord:
-        """The model's reply to the pending request: the state moves on (memory steps go
-        through `transition`) and the step's record is built, once."""
+        """The model's reply to the pending request: it is parsed once, the state moves on
+        (memory steps go through `transition`) and the step's record is built, once."""
         assert self._pending is not None, "consume() without next_request()"
         req, kind, chunk = self._pending
         self._pending = None
         before = self.state
-        cfg = self.agent.config
         parsed = parse_reply(gen.text)
         if kind == MEMORY_STEP:
-            self.state, tr = transition(
-                before, gen.text, method=self.method, question=self.question,
-                retriever=self.retriever, top_k=cfg.top_k, fallback=cfg.fallback, compat=cfg.compat,
-            )
-            outcome = dict(memory_after=tr.memory, thinking=tr.thinking, recall_query=tr.query,
-                           recall_hits=list(tr.hits), n_update=tr.n_update, n_recall=tr.n_recall,
-                           update_closed=tr.update_closed)
+            outcome = self._memory_step(before, gen.text, parsed)
         else:
-            self.answer = answer_of(gen.text, cfg.answer_format)
+            self.answer = answer_of(gen.text, self.spec.config.answer_format, parsed=parsed)
             outcome = dict(memory_after=before.memory, thinking=parsed.thinking, answer=self.answer,
                            n_boxed=parsed.n_boxed, n_recall=parsed.n_recall)
             self.done = True
@@ -329,4 +300,109 @@ class Episode:
         )
 
 
-__all__ = ["AgentState", "Episode", "NO_COMPAT", "Transition", "recalled_text", "request_seed", "transition"]
+class MemoryEpisode(Episode):
+    """A memory step per chunk, then the final step from memory (rememr1, memagent,
+    rule-callback)."""
+
+    def __init__(self, spec: EpisodeSpec, document: str | Iterable[str], question: str, **kw) -> None:
+        super().__init__(spec, document, question, **kw)
+        self.retriever = spec.new_retriever() if self.method.recall else None
+        self.spans = self.doc.spans(spec.chunk_size)
+
+    def _chunk(self, i: int) -> Chunk:
+        s, e = self.spans[i]
+        return Chunk(i, s, e, self.doc.decode(s, e))
+
+    def _prompt(self) -> tuple[StepKind, str, Chunk | None]:
+        t = self.state.step
+        tpl = self.spec.templates
+        shown = dict(  # memory None before the first step: the placeholder
+            problem=self.question,
+            memory=self.state.memory if t > 0 else None,
+            recalled=recalled_text(self.state.recalled),
+            verbatim_memory=self.spec.config.compat.verbatim_memory,
+        )
+        if t < len(self.spans):
+            chunk = self._chunk(t)
+            return MEMORY_STEP, render_prompt(tpl.step, section=chunk.text, **shown), chunk
+        return FINAL_STEP, render_prompt(tpl.final, **shown), None
+
+    def _memory_step(self, before: AgentState, reply: str, parsed: ParsedReply) -> dict:
+        cfg = self.spec.config
+        self.state, tr = transition(
+            before, reply, method=self.method, question=self.question, retriever=self.retriever,
+            top_k=cfg.top_k, fallback=cfg.fallback, compat=cfg.compat, parsed=parsed,
+        )
+        return dict(memory_after=tr.memory, thinking=tr.thinking, recall_query=tr.query,
+                    recall_hits=list(tr.hits), n_update=tr.n_update, n_recall=tr.n_recall,
+                    update_closed=tr.update_closed)
+
+
+class _SinglePromptEpisode(Episode):
+    """No memory steps: one final prompt over a context made from the document."""
+
+    def _context(self) -> str:
+        raise NotImplementedError
+
+    def _prompt(self) -> tuple[StepKind, str, Chunk | None]:
+        return FINAL_STEP, render_prompt(self.spec.templates.final, problem=self.question,
+                                         section=self._context()), None
+
+
+class FullContextEpisode(_SinglePromptEpisode):
+    """full-context: the whole document in one prompt, its middle cut out when it is longer
+    than the budget (both ends kept)."""
+
+    def _context(self) -> str:
+        budget, n = self.spec.context_budget, len(self.doc)
+        if n <= budget:
+            return self.doc.text()
+        head = budget // 2
+        return self.doc.decode(0, head) + "\n...\n" + self.doc.decode(n - (budget - head), n)
+
+
+class RagEpisode(_SinglePromptEpisode):
+    """rag: the document cut into small chunks, the top-k by the question shown in
+    document order (as many as the budget holds, at least one)."""
+
+    def _context(self) -> str:
+        cfg = self.spec.config
+        spans = self.doc.spans(cfg.rag_chunk_size)
+        k = max(1, min(cfg.rag_top_k, self.spec.context_budget // cfg.rag_chunk_size))
+        retriever = make_retriever(cfg.retriever)
+        texts = [self.doc.decode(s, e) for s, e in spans]
+        for text in texts:
+            retriever.add(text)
+        hits = retriever.search(self.question, k=k) or [RecallHit(texts[0], 0, 0.0)]
+        return "\n\n".join(texts[h.step] for h in sorted(hits, key=lambda h: h.step))
+
+
+# The episode class of each kind of method (`Method.single_prompt`).
+EPISODE_CLASSES: dict[str | None, type[Episode]] = {
+    None: MemoryEpisode,
+    "full": FullContextEpisode,
+    "rag": RagEpisode,
+}
+
+
+def make_episode(spec: EpisodeSpec, document: str | Iterable[str], question: str, *,
+                 index: int = 0, sample_id: str | None = None, tag: object = None) -> Episode:
+    """The episode of the spec's method over (document, question)."""
+    cls = EPISODE_CLASSES[spec.method.single_prompt]
+    return cls(spec, document, question, index=index, sample_id=sample_id, tag=tag)
+
+
+__all__ = [
+    "EPISODE_CLASSES",
+    "AgentState",
+    "Episode",
+    "FullContextEpisode",
+    "MemoryEpisode",
+    "NO_COMPAT",
+    "RagEpisode",
+    "Transition",
+    "make_episode",
+    "recalled_text",
+    "request_seed",
+    "transition",
+]

@@ -12,8 +12,11 @@ backend modules, which are imported here only when a backend is built, so
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rememr1.backends.base import Backend
 from rememr1.errors import InputError
+from rememr1.options import option
 
 BACKENDS: tuple[str, ...] = ("llamacpp", "hf", "openai")
 DEFAULT_CONCURRENCY = {"llamacpp": 1, "hf": 8, "openai": 8}
@@ -80,4 +83,43 @@ def load_backend(
                          context_window=n_ctx)
 
 
-__all__ = ["BACKENDS", "Backend", "load_backend"]
+@dataclass(frozen=True, kw_only=True)
+class BackendOptions:
+    """Which model answers and how it is reached: what `load_backend` takes from a user,
+    declared once for `ask`, `eval` and `serve`. `load()` builds the backend."""
+
+    backend: str = option("llamacpp", "llamacpp | hf | openai", flag="--backend", short="-b")
+    model: str | None = option(
+        None, "GGUF file (llamacpp), HF directory or .gguf (hf), or the server's model name (openai). "
+        "Default: the built-in SmolLM2-135M-Instruct.", flag="--model", short="-m")
+    base_url: str | None = option(None, "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+                                  flag="--base-url")
+    api_key: str | None = option(None, "API key for --backend openai (default $OPENAI_API_KEY)",
+                                 flag="--api-key")
+    dtype: str = option("auto", "hf: auto | float32 | bfloat16 | float16", flag="--dtype")
+    device: str = option("auto", "hf: auto | cpu | cuda", flag="--device")
+    concurrency: int | None = option(
+        None, "requests in flight at once (default: 1 for llamacpp, where more are decoded together in "
+        "one context; 8 hf sequences per batch; 8 HTTP requests)", flag="--concurrency")
+    timeout: float = option(600.0, "seconds per request (openai)", flag="--timeout")
+    tokenizer: str | None = option(None, "openai: local tokenizer (HF dir or .gguf) used for chunking",
+                                   flag="--tokenizer")
+    adapter: str | None = option(
+        None, "LoRA adapter to apply: a PEFT directory (`rememr1 sft` checkpoint; llamacpp converts it to "
+        "GGUF once) or a GGUF LoRA file (llamacpp). Default: the built-in model's packaged adapter.",
+        flag="--adapter")
+    no_adapter: bool = option(False, "the built-in model without its packaged adapter", flag="--no-adapter")
+
+    def __post_init__(self) -> None:
+        if self.adapter is not None and self.no_adapter:
+            raise InputError("give --adapter PATH or --no-adapter, not both")
+
+    def load(self) -> Backend:
+        return load_backend(
+            self.backend, model=self.model, base_url=self.base_url, api_key=self.api_key,
+            dtype=self.dtype, device=self.device, concurrency=self.concurrency, timeout=self.timeout,
+            tokenizer=self.tokenizer, adapter=False if self.no_adapter else (self.adapter or True),
+        )
+
+
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "load_backend"]

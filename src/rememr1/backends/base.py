@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from rememr1.errors import InputError
+from rememr1.options import option
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,10 +41,14 @@ class SamplingParams:
     result does not depend on how requests were grouped).
     """
 
-    max_new_tokens: int = 1024
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int | None = None
+    max_new_tokens: int = option(
+        1024, "token budget per step (default: the method's, 2048 rememr1, 1024 memagent)",
+        flag="--max-new-tokens", cli_default=None)
+    temperature: float = option(0.7, "sampling temperature (0 = greedy)", flag="--temperature")
+    top_p: float = option(0.95, "nucleus sampling: smallest set of tokens with this much probability",
+                          flag="--top-p")
+    seed: int | None = option(None, "sampling seed (per step, independent of batching)", flag="--seed",
+                              cli_default=0)
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

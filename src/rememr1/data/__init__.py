@@ -9,7 +9,7 @@ long-context builder and the offline RevHop benchmark.
 from rememr1.data.loaders import detect_schema, iter_samples, load_samples
 from rememr1.data.longctx import build_longctx
 from rememr1.data.records import LazyContext, Sample, context_to_str, iter_context_text
-from rememr1.data.revhop import generate_revhop, parse_length
+from rememr1.data.lengths import parse_length
 
 __all__ = [
     "LazyContext",
@@ -23,3 +23,13 @@ __all__ = [
     "load_samples",
     "parse_length",
 ]
+
+
+def __getattr__(name: str):
+    # The RevHop generator loads on first use: loading a data file (even one holding lazy
+    # RevHop contexts, rebuilt by `revhop.context`) never imports it.
+    if name == "generate_revhop":
+        from rememr1.data.revhop.write import generate_revhop
+
+        return generate_revhop
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

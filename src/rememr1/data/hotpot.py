@@ -23,27 +23,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from rememr1.data.documents import document_block, paragraph_text
 from rememr1.data.io import field_names, iter_records
 from rememr1.data.records import LazyContext, group_pieces
 from rememr1.errors import InputError
-
-DOCUMENT_TEMPLATE = "Document {i}:\n{document}"
-DOCUMENT_SEPARATOR = "\n\n"
-
-
-def paragraph_text(title: str, sentences: Sequence[str] | str) -> str:
-    """One paragraph as the originals write it: title, newline, sentences joined as is."""
-    body = sentences if isinstance(sentences, str) else "".join(sentences)
-    return f"{title}\n{body}"
-
-
-def join_documents(paragraphs: Sequence[str]) -> str:
-    """The long-context text: "Document {i}:\\n{paragraph}" blocks (i from 1), blank lines
-    between them."""
-    return DOCUMENT_SEPARATOR.join(
-        DOCUMENT_TEMPLATE.format(i=i + 1, document=d) for i, d in enumerate(paragraphs)
-    )
-
 
 @dataclass
 class SourceQuestion:
@@ -220,10 +203,7 @@ class IndexedContext(LazyContext):
         self.piece_chars = piece_chars
 
     def iter_text(self) -> Iterator[str]:
-        blocks = (
-            (DOCUMENT_SEPARATOR if i else "") + DOCUMENT_TEMPLATE.format(i=i + 1, document=self.pool[idx])
-            for i, idx in enumerate(self.indices)
-        )
+        blocks = (document_block(i, self.pool[idx]) for i, idx in enumerate(self.indices))
         return group_pieces(blocks, self.piece_chars)
 
     def describe(self) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class _Converter:
         if isinstance(value, (list, tuple)) and all(isinstance(x, int) for x in value):
             return self._indexed(list(value), pos)
         if isinstance(value, dict) and value.get("generator") == "revhop":
-            from rememr1.data.revhop import context_from_spec
+            from rememr1.data.revhop.context import context_from_spec
 
             return context_from_spec(value, where=self._where(pos))
         raise InputError(

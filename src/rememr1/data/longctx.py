@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rememr1.data.hotpot import SourceQuestion, build_pool, join_documents, read_source
+from rememr1.data.documents import join_documents
+from rememr1.data.hotpot import SourceQuestion, build_pool, read_source
 from rememr1.data.io import JsonArrayWriter
 from rememr1.data.parallel import ordered_map
 from rememr1.data.seeding import item_rng

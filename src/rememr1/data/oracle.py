@@ -45,7 +45,7 @@ from typing import Any
 
 from ..backends.base import Backend, Generation, SamplingParams
 from ..errors import BackendError, InputError
-from .revhop_world import QUESTION_PHRASE
+from .revhop.world import QUESTION_PHRASE
 
 # Characters of the previous section kept when looking for a sentence cut by a chunk edge.
 TAIL_CHARS = 2000
@@ -280,11 +280,11 @@ def traces_for_files(json_paths: Sequence[Path], *, tokenizer: str | None, chunk
                      templates: str | None = None) -> list[Path]:
     """`traces_*.jsonl` beside each RevHop `eval_*.json` (text contexts only), chunked with
     `tokenizer` (None: the built-in model's) into `chunk_size`-token sections."""
-    from ..agent import Agent
+    from ..agent import Agent, AgentConfig
     from .tokens import load_named_tokenizer
 
     tok, _ = load_named_tokenizer(tokenizer)
-    agent = Agent(TokenizerBackend(tok), method="rememr1", chunk_size=chunk_size, templates=templates)
+    agent = Agent(TokenizerBackend(tok), AgentConfig(method="rememr1", chunk_size=chunk_size, templates=templates))
     written = []
     for jp in json_paths:
         with open(jp, encoding="utf-8") as f:

@@ -12,16 +12,50 @@ For the G rollouts of one question:
   step, applied to every generated token of that step (the trainer gives each training
   sequence its step's scalar).
 
-Missing steps are NaN in the [G, S] arrays used here.
+Missing steps are NaN in the [G, S] arrays used here. `AdvantageConfig` holds every
+setting of the computation (the mix, std scaling and the two official-code switches); the
+trainer and the verl integration both pass it whole to `group_advantages`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..rewards import EpisodeRewards
+from ..errors import require
+from ..options import option
+from .rewards import EpisodeRewards
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdvantageConfig:
+    """How the rewards of a question's rollouts become per-step advantages (SPEC §4).
+
+    alpha -- the mix A = alpha A_out + (1 - alpha) A_state; 1.0 = the outcome term alone.
+    scale_by_std -- divide each centred term by its group's standard deviation (off:
+        Dr. GRPO, mean-centred only).
+    double_state -- official: the state rewards are doubled before they are centred, so
+        without std scaling the mix is 0.8 / 0.4 instead of 0.8 / 0.2 at alpha = 0.8;
+        with std scaling the factor cancels (up to eps).
+    singleton_raw -- official: a group of one (a question with one rollout, or a step only
+        one rollout reached) is centred with mean 0 and std 1, so its advantage is its raw
+        reward; by default a group of one has advantage 0.
+    """
+
+    alpha: float = option(0.8, "Advantage mix: alpha * outcome + (1 - alpha) * state.", flag="--alpha")
+    scale_by_std: bool = False
+    double_state: bool = False
+    singleton_raw: bool = False
+
+    def __post_init__(self) -> None:
+        require(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
+
+    @classmethod
+    def official(cls, **overrides) -> AdvantageConfig:
+        """The official code's switches on (then `overrides` applied)."""
+        return cls(**{"double_state": True, "singleton_raw": True, **overrides})
 
 
 def _centre(
@@ -104,12 +138,9 @@ def mix_advantages(
 
 def group_advantages(
     episodes: Sequence[EpisodeRewards],
+    cfg: AdvantageConfig | None = None,
     *,
-    alpha: float = 0.8,
-    scale_by_std: bool = False,
     eps: float = 1e-6,
-    double_state: bool = False,
-    singleton_raw: bool = False,
 ) -> list[list[float]]:
     """Per rollout, per recorded step (in the rollout's own order): the mixed advantage.
 
@@ -117,11 +148,10 @@ def group_advantages(
     index; two rollouts whose step t is of a different kind (memory vs final) cannot be
     from the same question and chunking, and raise ValueError.
 
-    Official-code switches (`rememr1.rewards.RewardConfig`): `double_state` doubles the
-    state rewards before they are centred (0.8 / 0.4 at alpha 0.8 without std scaling;
-    the factor cancels with it); `singleton_raw` gives a group of one its raw reward
-    (mean 0, std 1) instead of 0.
+    `cfg` (default `AdvantageConfig()`) sets the mix, the std scaling and the official-code
+    switches `double_state` and `singleton_raw` (see `AdvantageConfig`).
     """
+    cfg = cfg or AdvantageConfig()
     if not episodes:
         return []
     index: dict[int, int] = {}
@@ -140,10 +170,10 @@ def group_advantages(
     for g, ep in enumerate(episodes):
         for t, r in zip(ep.steps, ep.state, strict=True):
             state[g, index[t]] = r
-    if double_state:
+    if cfg.double_state:
         state = 2.0 * state
-    opts = {"scale_by_std": scale_by_std, "eps": eps, "singleton_raw": singleton_raw}
+    opts = {"scale_by_std": cfg.scale_by_std, "eps": eps, "singleton_raw": cfg.singleton_raw}
     a_out = outcome_advantages([ep.outcome for ep in episodes], **opts)
     a_state = step_advantages(state, **opts)
-    mixed = mix_advantages(a_out, a_state, alpha=alpha)
+    mixed = mix_advantages(a_out, a_state, alpha=cfg.alpha)
     return [[float(mixed[g, index[t]]) for t in ep.steps] for g, ep in enumerate(episodes)]

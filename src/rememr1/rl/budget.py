@@ -117,7 +117,7 @@ class MemoryPlan:
         if fit >= longest:
             advice.append(f"set optim.max_tokens_per_micro_batch to {fit} or less")
         else:
-            advice.append("shorten the sequences (agent.chunk_size, rollout.max_new_tokens)")
+            advice.append("shorten the sequences (agent.chunk_size, rollout.sampling.max_new_tokens)")
         if not checkpointing:
             advice.append("set model.gradient_checkpointing: true")
         raise InputError(

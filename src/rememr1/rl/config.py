@@ -11,18 +11,24 @@ config object of the module that owns it (and validates itself):
     data:    rl.data.DataConfig          train (files or globs), dev, shuffle_seed, max_items
     agent:   agent.AgentConfig           method, chunk_size, retriever, top_k, fallback, templates,
                                          answer_format, compat.* (the agent's official-code switches)
-    rollout: rl.rollout.RolloutConfig    group_size, batch_size, max_new_tokens, temperature, top_p, ...
-    reward:  rewards.RewardConfig        official-code switches, outcome metric
-    loss:    rl.loss.LossConfig          clip_low, clip_high, dual_clip_c, kl_beta, entropy_coef, agg, alpha, ...
+    rollout: rl.rollout.RolloutConfig    group_size, batch_size, sampling.* (a SamplingParams:
+                                         max_new_tokens, temperature, top_p, seed, stop), engine, ...
+    reward:  rl.rewards.RewardConfig     official-code switches, outcome metric
+    advantage: rl.advantages.AdvantageConfig   alpha, scale_by_std, double_state, singleton_raw
+    loss:    rl.loss.LossConfig          clip_low, clip_high, dual_clip_c, kl_beta, entropy_coef, agg
     optim:   rl.optim.OptimConfig        lr, warmup_steps, mini_batch_size, max_tokens_per_micro_batch, bf16, ...
-    eval:    rl.validation.EvalConfig    max_items, temperature, top_p, batch_size, max_new_tokens
+    eval:    rl.validation.EvalConfig    max_items, sampling.* (a SamplingParams), batch_size, at_start
     distributed: rl.distributed.DistributedConfig   strategy (replicate | fsdp) under torchrun
-    verl:    integrations.verl.launcher.VerlConfig   nnodes, n_gpus_per_node, rollout_tp, ... (--engine verl)
+    verl:    rl.verl_config.VerlConfig   nnodes, n_gpus_per_node, rollout_tp, ... (--engine verl)
 
-Keys are dotted paths ("rollout.group_size", "agent.compat.memory_set") or top-level names
-("steps"); sections nest as the objects do. `compat: official` turns on every
-official-code switch of `agent.compat` (with the trainer's retrieval timing) and `reward`
-(SPEC §9); keys set explicitly win over the preset. Every unknown key and every value of
+Keys are dotted paths ("rollout.group_size", "rollout.sampling.temperature",
+"agent.compat.memory_set") or top-level names ("steps"); sections nest as the objects do.
+Two defaults follow other keys: `rollout.sampling.max_new_tokens` is the method's
+(`Method.default_max_new_tokens`, as in `ask` and `eval`), and `eval.sampling.max_new_tokens`
+the rollout's. `compat: official` turns on every official-code switch of `agent.compat`
+(with the trainer's retrieval timing), `reward` and `advantage` (SPEC §9); keys set
+explicitly win over the preset. Keys renamed since earlier versions (`RENAMED_KEYS`, e.g.
+`loss.alpha` -> `advantage.alpha`) are still read, with a warning. Every unknown key and every value of
 the wrong type or out of range is an `InputError` naming the key, so a typo never silently
 falls back to a default. `--config` takes a path or the name of a packaged config
 (`rememr1/configs/*.yaml`, listed by `packaged_configs()`).
@@ -31,6 +37,7 @@ falls back to a default. `--config` takes a path or the name of a packaged confi
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,15 +48,19 @@ from typing import Any, Union
 from ..agent import AgentConfig, get_method
 from ..compat import PRESETS, AgentCompat
 from ..errors import InputError, RememrError, require
-from ..integrations.verl.launcher import VerlConfig
-from ..rewards import RewardConfig
+from ..options import option
+from .advantages import AdvantageConfig
 from .data import DataConfig
 from .distributed import DistributedConfig
 from .loss import LossConfig
 from .optim import OptimConfig
 from .policy import ModelConfig
+from .rewards import RewardConfig
 from .rollout import RolloutConfig
 from .validation import EvalConfig
+from .verl_config import VerlConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -57,12 +68,13 @@ class TrainConfig:
     """The whole run. `save_every`/`eval_every` 0 = never (a checkpoint is still written at
     the end and on Ctrl-C); `keep_last` = how many checkpoints to keep (None = all)."""
 
-    out: str = "runs/train"
-    steps: int = 200
-    save_every: int = 50
-    eval_every: int = 0
+    out: str = option("runs/train", "Run directory (checkpoints, metrics.jsonl, tb/, eval/); rerunning resumes.",
+                      flag="--out", short="-o")
+    steps: int = option(200, "Training steps in all.", flag="--steps")
+    save_every: int = option(50, "Checkpoint every N steps (0: only at the end).", flag="--save-every")
+    eval_every: int = option(0, "Validate on --dev every N steps (0: never).", flag="--eval-every")
     log_every: int = 1
-    seed: int = 0
+    seed: int = option(0, "Sampling and initialisation seed.", flag="--seed")
     keep_last: int | None = None
     compat: str = "none"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -70,6 +82,7 @@ class TrainConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -90,7 +103,16 @@ class TrainConfig:
                 f"{method.name} has no memory steps to train; choose a memory method")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values (tuples as lists), as `config.yaml` holds them."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # The sections of a config file: the config objects a TrainConfig embeds.
@@ -100,6 +122,7 @@ SECTIONS: dict[str, type] = {
     "agent": AgentConfig,
     "rollout": RolloutConfig,
     "reward": RewardConfig,
+    "advantage": AdvantageConfig,
     "loss": LossConfig,
     "optim": OptimConfig,
     "eval": EvalConfig,
@@ -196,33 +219,105 @@ def known_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+# Keys renamed since earlier versions -> their names now. Still read (a saved run's
+# config.yaml, a script), with a warning; a mapping that sets both is an error.
+RENAMED_KEYS = {
+    "loss.alpha": "advantage.alpha",
+    "loss.scale_by_std": "advantage.scale_by_std",
+    "reward.double_state_advantage": "advantage.double_state",
+    "reward.singleton_raw_advantage": "advantage.singleton_raw",
+    "rollout.max_new_tokens": "rollout.sampling.max_new_tokens",
+    "rollout.temperature": "rollout.sampling.temperature",
+    "rollout.top_p": "rollout.sampling.top_p",
+    "eval.max_new_tokens": "eval.sampling.max_new_tokens",
+    "eval.temperature": "eval.sampling.temperature",
+    "eval.top_p": "eval.sampling.top_p",
+}
+ROLLOUT_TOKENS = "rollout.sampling.max_new_tokens"
+EVAL_TOKENS = "eval.sampling.max_new_tokens"
+
+
+def _renamed(flat: dict[str, Any], where: str, *, warn: bool = True) -> dict[str, Any]:
+    """`flat` with renamed keys under their new names (a None value, "the default" in
+    older saved configs, is dropped)."""
+    out = dict(flat)
+    for old, new in RENAMED_KEYS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out:
+            raise InputError(f"{where}: {old!r} is the old name of {new!r}; give only {new!r}")
+        if warn:
+            log.warning("%s: config key %r is now %r", where, old, new)
+        if value is not None:
+            out[new] = value
+    return out
+
+
+def _derived_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """Fill the defaults that follow other keys: the rollout's token budget per step from
+    the method (`Method.default_max_new_tokens`), validation's from the rollout's."""
+    out = dict(flat)
+    if ROLLOUT_TOKENS not in out:
+        try:
+            method = get_method(str(out.get("agent.method") or AgentConfig().method))
+        except RememrError:
+            method = None  # reported by AgentConfig's own validation
+        if method is not None:
+            out[ROLLOUT_TOKENS] = method.default_max_new_tokens
+    if EVAL_TOKENS not in out and ROLLOUT_TOKENS in out:
+        out[EVAL_TOKENS] = out[ROLLOUT_TOKENS]
+    return out
+
+
 def _preset_keys(preset: str) -> dict[str, Any]:
     """The flat keys a compatibility preset sets (`compat: official`)."""
     if preset != "official":
         return {}
     keys: dict[str, Any] = {}
     for section, value in (("agent.compat", AgentCompat.official(training=True)),
-                           ("reward", RewardConfig.official())):
+                           ("reward", RewardConfig.official()),
+                           ("advantage", AdvantageConfig.official())):
         for f in dataclasses.fields(value):
             if isinstance(getattr(value, f.name), bool):
                 keys[f"{section}.{f.name}"] = getattr(value, f.name)
     return keys
 
 
-def build_config(flat: dict[str, Any], *, where: str = "config") -> TrainConfig:
+def build_config(flat: dict[str, Any], *, where: str = "config", warn_renamed: bool = True) -> TrainConfig:
     """A validated TrainConfig from a flat {dotted key: value} mapping; a compatibility
-    preset (`compat`) fills the switches the mapping does not set."""
+    preset (`compat`) fills the switches the mapping does not set, and the token budgets
+    that follow other keys are filled (`_derived_defaults`)."""
+    flat = _renamed(flat, where, warn=warn_renamed)
     preset = str(flat.get("compat") or "none")
     if preset not in PRESETS:
         raise InputError(f"compat: unknown value {preset!r}; choose one of: {', '.join(PRESETS)}")
-    return _build(TrainConfig, {**_preset_keys(preset), **flat}, where=where, prefix="")
+    return _build(TrainConfig, _derived_defaults({**_preset_keys(preset), **flat}), where=where, prefix="")
 
 
-def _build(cls: type, flat: dict[str, Any], *, where: str, prefix: str):
-    """`cls` from the keys under `prefix`; each object validates itself, and its error
-    is reported under the key path of the section."""
+def build_section(cls: type, flat: dict[str, Any], *, where: str) -> Any:
+    """A config object of class `cls` (a section, or another config such as `SFTConfig`)
+    from dotted keys, validated the way `build_config` validates a TrainConfig."""
+    return _build(cls, flat, where=where, prefix="")
+
+
+def _field_default(cls: type, name: str) -> Any:
+    """The default a dataclass gives field `name` (None when it has none)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _build(cls: type, flat: dict[str, Any], *, where: str, prefix: str, base: Any = None):
+    """`cls` from the keys under `prefix`, the fields they leave out taken from `base`
+    (the default the enclosing object gives this section, e.g. the rollout's sampling at
+    temperature 1.0) or from `cls`'s own defaults; each object validates itself, and its
+    error is reported under the key path of the section."""
     scalars, nested = _scalar_fields(cls), _nested_fields(cls)
     values: dict[str, Any] = {}
+    if base is not None:
+        values = {name: getattr(base, name) for name in scalars}
     below: dict[str, dict[str, Any]] = {name: {} for name in nested}
     for key, value in flat.items():
         head, _, rest = key.partition(".")
@@ -233,7 +328,8 @@ def _build(cls: type, flat: dict[str, Any], *, where: str, prefix: str):
         else:
             raise _unknown(prefix + key, where)
     for name, sub in nested.items():
-        values[name] = _build(sub, below[name], where=where, prefix=f"{prefix}{name}.")
+        sub_base = getattr(base, name) if base is not None else _field_default(cls, name)
+        values[name] = _build(sub, below[name], where=where, prefix=f"{prefix}{name}.", base=sub_base)
     try:
         return cls(**values)
     except ValueError as exc:  # require(): "field: message"
@@ -258,12 +354,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
             return None
         return _coerce(value, args[0], key)
-    if origin is list:
+    if origin in (list, tuple):
         if isinstance(value, (str, Path)):
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise InputError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, typing.get_args(tp)[0], key) for v in value]
+        items = [_coerce(v, typing.get_args(tp)[0], key) for v in value]
+        return tuple(items) if origin is tuple else items
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -305,10 +402,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from `TrainConfig.to_dict()` output (as saved with a run)."""
-    return build_config(_flatten(data, "saved config"), where="saved config")
+    return build_config(_flatten(data, "saved config"), where="saved config", warn_renamed=False)
 
 
 __all__ = [
+    "RENAMED_KEYS",
     "SECTIONS",
     "TrainConfig",
     "build_config",

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.records import Sample
 from ..errors import InputError, require
+from ..options import option
 
 
 @dataclass(kw_only=True)
@@ -28,8 +29,10 @@ class DataConfig:
     loaders read; `train` entries may be globs. `max_items` keeps the first N questions
     (before shuffling); every epoch is a fresh permutation seeded by (shuffle_seed, epoch)."""
 
-    train: list[str] = field(default_factory=list)
-    dev: str | None = None
+    train: list[str] = option(
+        help="Training file(s) or globs: schema-A parquet (MemAgent's files work unchanged) or any supported "
+        "schema. Repeatable.", flag="--data", default_factory=list)
+    dev: str | None = option(None, "Dev file for periodic validation (sub-EM).", flag="--dev")
     shuffle_seed: int = 0
     max_items: int | None = None
 

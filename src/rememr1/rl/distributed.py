@@ -34,11 +34,13 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 
 from ..errors import require_choice
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it is used
+    import torch
 
 # Collective timeout: rank 0 validates and saves while the others wait at a barrier.
 TIMEOUT = datetime.timedelta(hours=4)
@@ -77,6 +79,7 @@ class Dist:
 
     def device(self, requested: str) -> str:
         """The device of this rank: `cuda` becomes `cuda:<local rank>` under torchrun."""
+        import torch
         if self.enabled and requested in ("auto", "cuda") and torch.cuda.is_available():
             return f"cuda:{self.local_rank}"
         return requested
@@ -85,6 +88,7 @@ class Dist:
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum of a list of floats over the ranks."""
+        import torch
         if not self.enabled:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
@@ -92,6 +96,7 @@ class Dist:
         return t.cpu().tolist()
 
     def max(self, value: float) -> float:
+        import torch
         if not self.enabled:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
@@ -100,6 +105,7 @@ class Dist:
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order (picklable objects)."""
+        import torch
         if not self.enabled:
             return [obj]
         out: list[Any] = [None] * self.world_size
@@ -108,6 +114,7 @@ class Dist:
 
     def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Sum the gradients of `params` over the ranks, in place (missing grads count 0)."""
+        import torch
         if not self.enabled:
             return
         for p in params:
@@ -122,14 +129,17 @@ class Dist:
             at += n
 
     def barrier(self) -> None:
+        import torch
         if self.enabled:
             torch.distributed.barrier()
 
     def _comm_device(self) -> torch.device:
+        import torch
         backend = torch.distributed.get_backend()
         return torch.device(f"cuda:{self.local_rank}") if backend == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
+        import torch
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -187,6 +197,7 @@ def load_optimizer_state(model, optimizer, state: dict[str, Any], *, sharded: bo
 def from_env(device: str = "auto") -> Dist:
     """Join the process group torchrun / accelerate set up (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR, MASTER_PORT); a single process without them. NCCL on GPUs, gloo on CPU."""
+    import torch
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()

@@ -107,7 +107,7 @@ class GGUFRollouts:
         from ..chunking import DEFAULT_CHUNK_SIZE
 
         chunk = self.agent_config.chunk_size or DEFAULT_CHUNK_SIZE
-        need = chunk + 3 * self.rollout.max_new_tokens + 768
+        need = chunk + 3 * self.rollout.sampling.max_new_tokens + 768
         return -(-need // 256) * 256
 
     def _check_vocabulary(self) -> None:

@@ -7,7 +7,14 @@ TensorBoard events in `OUT/tb`, and a one-line summary per step on stderr.
     log.close()
 
 Only rank 0 of a distributed run logs (`rl.distributed`); `reward_metrics` turns the
-rewards of every rank's rollouts into the batch means a line reports.
+rewards of every rank's rollouts into the batch means a line reports. The two format
+metrics measure different things and are named for it:
+
+* `format_reward`: the mean format reward r_fmt over every step of every rollout (the
+  share of well-formed steps, `records.well_formed`, unless an official-code reward switch
+  changes what r_fmt checks);
+* `well_formed_rollout_rate`: the share of rollouts whose every step is well formed
+  (`records.well_formed`), a stricter number.
 """
 
 from __future__ import annotations
@@ -18,15 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..records import FINAL_STEP
-from ..rewards import EpisodeRewards
+from ..records import FINAL_STEP, well_formed
+from .rewards import EpisodeRewards
 
 log = logging.getLogger(__name__)
 
 # Every line of metrics.jsonl has these keys (None where a quantity does not apply).
 METRIC_KEYS = (
     "step", "epoch", "outcome_reward", "state_reward", "memory_gain", "callback_bonus",
-    "format_reward", "format_rate", "answer_rate", "recall_rate", "truncated_rate",
+    "format_reward", "well_formed_rollout_rate", "answer_rate", "recall_rate", "truncated_rate",
     "response_length", "steps_per_rollout", "advantage_abs_mean", "sequences", "tokens",
     "completion_tokens", "loss", "pg_loss", "kl", "entropy", "clip_frac", "dual_clip_frac",
     "approx_kl", "grad_norm", "lr", "updates", "micro_batches", "max_tokens_per_micro_batch",
@@ -39,27 +46,29 @@ def mean(xs: Sequence[float]) -> float | None:
     return float(sum(xs) / len(xs)) if xs else None
 
 
-def rollout_summary(rollouts) -> list[tuple[int, list[tuple[bool, int]]]]:
+def rollout_summary(rollouts) -> list[tuple[int, list[tuple[bool, int, bool]]]]:
     """What `reward_metrics` needs of each rollout, small enough to gather across ranks:
-    (number of steps, [(truncated, completion tokens) per step])."""
-    return [(len(r.steps), [(s.truncated, s.completion_tokens) for s in r.steps]) for r in rollouts]
+    (number of steps, [(truncated, completion tokens, well formed) per step])."""
+    return [(len(r.steps), [(s.truncated, s.completion_tokens, well_formed(s)) for s in r.steps])
+            for r in rollouts]
 
 
 def reward_metrics(rewards: Sequence[EpisodeRewards], rollouts) -> dict[str, Any]:
     """Batch means of the reward parts and behaviour rates over all rollouts; `rollouts`
     as given by `rollout_summary`, in the same order as `rewards`."""
     steps = [s for _, per_step in rollouts for s in per_step]
+    whole = [float(bool(per_step) and all(ok for _, _, ok in per_step)) for _, per_step in rollouts]
     return {
         "outcome_reward": mean([e.outcome for e in rewards]),
         "state_reward": mean([x for e in rewards for x in e.state]),
         "memory_gain": mean([x for e in rewards for x, k in zip(e.memory_gain, e.kinds) if k != FINAL_STEP]),
         "callback_bonus": mean([x for e in rewards for x, k in zip(e.callback, e.kinds) if k != FINAL_STEP]),
         "format_reward": mean([x for e in rewards for x in e.format]),
-        "format_rate": mean([float(bool(e.format) and all(f == 1.0 for f in e.format)) for e in rewards]),
+        "well_formed_rollout_rate": mean(whole),
         "answer_rate": mean([float(e.answer is not None) for e in rewards]),
         "recall_rate": mean([e.recall_rate for e in rewards]),
-        "truncated_rate": mean([float(t) for t, _ in steps]),
-        "response_length": mean([float(n) for _, n in steps]),
+        "truncated_rate": mean([float(t) for t, _, _ in steps]),
+        "response_length": mean([float(n) for _, n, _ in steps]),
         "steps_per_rollout": mean([float(n) for n, _ in rollouts]),
     }
 
@@ -136,9 +145,10 @@ class RunLog:
         self._scalars("train", m, m["step"])
         if m["step"] % self.log_every == 0 or m["step"] == self.total_steps:
             self.say(
-                f"step {m['step']}/{self.total_steps}  outcome {_fmt(m['outcome_reward'])}  "
-                f"state {_fmt(m['state_reward'])}  format {_fmt(m['format_reward'])}  "
-                f"recall {_fmt(m['recall_rate'])}  kl {_fmt(m['kl'])}  loss {_fmt(m['loss'])}  "
+                f"step {m['step']}/{self.total_steps}  outcome_reward {_fmt(m['outcome_reward'])}  "
+                f"state_reward {_fmt(m['state_reward'])}  format_reward {_fmt(m['format_reward'])}  "
+                f"well_formed_rollout_rate {_fmt(m['well_formed_rollout_rate'])}  "
+                f"recall_rate {_fmt(m['recall_rate'])}  kl {_fmt(m['kl'])}  loss {_fmt(m['loss'])}  "
                 f"{m['seconds_step']:.1f}s (rollout {m['seconds_rollout']:.1f}, reference "
                 f"{m['seconds_reference']:.1f}, update {m['seconds_update']:.1f})  "
                 f"peak {_fmt(m['peak_rss_gb'])} GB"

@@ -19,26 +19,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from ..errors import require
+from ..options import option
 
 
 @dataclass(kw_only=True)
 class OptimConfig:
     """AdamW, schedule, clipping and batching of the updates (see the module docstring)."""
 
-    lr: float = 1e-6
-    warmup_steps: int = 20
+    lr: float = option(1e-6, "Peak learning rate.", flag="--lr")
+    warmup_steps: int = option(20, "Linear warm-up updates.", flag="--warmup-steps")
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
     mini_batch_size: int | None = None
-    max_tokens_per_micro_batch: int | None = None
+    max_tokens_per_micro_batch: int | None = option(
+        None, "Padded tokens per micro-batch (default: what fits, at most 1K on CPU).",
+        flag="--max-tokens-per-micro-batch")
     epochs: int = 1
-    bf16: bool | None = None  # autocast forward passes to bfloat16 (None: where fast, rl.policy)
+    bf16: bool | None = option(
+        None, "bfloat16 autocast for the policy's forward passes (default: where the device has fast bf16 "
+        "kernels).", flag="--bf16")
     share_prompts: bool = True  # evaluate a prompt that several sequences share once
     skip_zero_advantage: bool = True  # leave advantage-0 sequences out when no KL/entropy term needs them
 
@@ -56,6 +59,7 @@ class OptimConfig:
 
 def make_optimizer(params, cfg: OptimConfig):
     """(AdamW, LambdaLR) for the trainable `params`."""
+    import torch
     opt = torch.optim.AdamW(
         [p for p in params if p.requires_grad], lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay,

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 
 from ..errors import require, require_choice
+from ..options import option
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it is used
+    import torch
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -41,28 +44,38 @@ class ModelConfig:
                 that supports it, else float32).
     gradient_checkpointing -- recompute each layer in the backward pass instead of keeping
                 its activations: about 5x less activation memory per token, more compute.
-    lora     -- train a LoRA adapter (rank `lora_rank`, scale lora_alpha / lora_rank) on the
-                frozen base; from an adapter directory, continue that adapter.
+    lora     -- train a LoRA adapter (rank `lora_rank`, scale lora_alpha / lora_rank, on the
+                linear layers named in `lora_targets`) on the frozen base; from an adapter
+                directory, continue that adapter. The one set of LoRA fields: `rememr1 sft`
+                (`rl.sft.SFTConfig.model`) and RL read the same ones.
     """
 
-    path: str | None = None
+    path: str | None = option(
+        None, "HF model directory or .gguf to train, or an adapter directory to continue (default: the "
+        "built-in SmolLM2-135M-Instruct).", flag="--model")
     ref_path: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
+    dtype: str = option("auto", "Reference model dtype: auto | float32 | bfloat16 (the policy's master "
+                        "weights are always float32).", flag="--dtype")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N.", flag="--device")
     gradient_checkpointing: bool = False
-    lora: bool = False
-    lora_rank: int = 16
-    lora_alpha: int = 32
+    lora: bool = option(
+        False, "Train a LoRA adapter (peft) on the frozen base instead of every weight; from an adapter "
+        "directory (an sft checkpoint), continue that adapter.", flag="--lora")
+    lora_rank: int = option(16, "LoRA rank.", flag="--lora-rank")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank).", flag="--lora-alpha")
+    lora_targets: tuple[str, ...] = LORA_TARGETS
 
     def __post_init__(self) -> None:
         require_choice(self.dtype, DTYPES, "dtype")
         require(self.lora_rank >= 1, "lora_rank", "must be at least 1")
+        require(bool(self.lora_targets), "lora_targets", "name at least one linear layer")
         require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                 f"unknown device {self.device!r}; choose auto, cpu, cuda or cuda:N")
 
 
 def bf16_is_fast(device: torch.device) -> bool:
     """bfloat16 autocast pays off: a GPU with bf16 support, or a CPU with native bf16 kernels."""
+    import torch
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
@@ -87,7 +100,9 @@ def load_policy(cfg: ModelConfig, *, device: str, bf16: bool | None = None,
                 resume_from: Path | None = None, with_reference: bool = True) -> Policy:
     """The policy (float32, eval mode, on `device`), from `resume_from` if given, else from
     `cfg.path`; the reference from `cfg.ref_path` or the initial policy. `bf16`: autocast
-    the policy's forward passes (None: where `bf16_is_fast`)."""
+    the policy's forward passes (None: where `bf16_is_fast`). With `cfg.lora` the base is
+    loaded and the adapter to train started (`load_lora`). RL and SFT both load here."""
+    import torch
     from ..backends.hf import bound_onednn_caches, load_pretrained, pad_token_id, resolve_dtype
 
     bound_onednn_caches()  # before the first forward pass (see backends.hf)
@@ -98,7 +113,7 @@ def load_policy(cfg: ModelConfig, *, device: str, bf16: bool | None = None,
         source = str(builtin_hf_dir())
     dev = torch.device(device)
     if cfg.lora:
-        model, tokenizer, name = _load_lora(cfg, source, resume_from)
+        model, tokenizer, name = load_lora(cfg, source, resume_from)
     else:
         model, tokenizer, name = load_pretrained(str(resume_from or source), torch.float32)
     model.to(dev)
@@ -136,9 +151,11 @@ def wrap_lora(model, *, rank: int, alpha: int, base_name: str, adapter: str | Pa
     return peft_model
 
 
-def _load_lora(cfg: ModelConfig, source: str, resume_from: Path | None):
+def load_lora(cfg: ModelConfig, source: str, resume_from: Path | None):
     """(peft model, tokenizer, name) for a LoRA run: the plain base under the adapter being
-    trained (the checkpoint's when resuming, else the start adapter's, else a fresh one)."""
+    trained (the checkpoint's when resuming, else the start adapter's when `source` is an
+    adapter directory, else a fresh one of `cfg`'s rank, alpha and targets)."""
+    import torch
     from ..backends.adapters import base_name_for, lora_start
     from ..backends.builtin import builtin_hf_dir
     from ..backends.hf import load_pretrained
@@ -147,8 +164,8 @@ def _load_lora(cfg: ModelConfig, source: str, resume_from: Path | None):
     base = base or str(builtin_hf_dir())
     model, tokenizer, name = load_pretrained(base, torch.float32)
     model = wrap_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, base_name=base_name_for(base),
-                      adapter=resume_from or start)
+                      adapter=resume_from or start, targets=tuple(cfg.lora_targets))
     return model, tokenizer, f"{name}+lora"
 
 
-__all__ = ["LORA_TARGETS", "ModelConfig", "Policy", "bf16_is_fast", "load_policy", "wrap_lora"]
+__all__ = ["LORA_TARGETS", "ModelConfig", "Policy", "bf16_is_fast", "load_lora", "load_policy", "wrap_lora"]

@@ -27,15 +27,17 @@ to train on (`trainable_steps`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..agent import METHODS, Agent, AgentConfig, Episode, StepCallback
+from ..agent import METHODS, Agent, AgentConfig, Episode, StepCallback, get_method
 from ..backends.base import SamplingParams
 from ..data.records import Sample, agent_document
 from ..errors import InputError, require, require_choice
+from ..options import option
 from ..records import AnswerResult, StepRecord
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,24 @@ TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.trainable)
 ENGINES = ("hf", "llamacpp")
 
 
+def method_sampling(method: str | None = None, **values) -> SamplingParams:
+    """`SamplingParams` whose token budget per step is the method's default
+    (`Method.default_max_new_tokens`, the one source `ask` and `eval` use too); `values`
+    set the other fields. `method` None: the default agent method."""
+    name = method or AgentConfig().method
+    return SamplingParams(**{"max_new_tokens": get_method(name).default_max_new_tokens, **values})
+
+
 @dataclass(kw_only=True)
 class RolloutConfig:
     """How episodes are sampled: G rollouts for each of `batch_size` questions per step,
     all in flight together; `generation_batch_size` caps one `generate` call (hf engine).
     What an episode does (method, chunking, retrieval, ...) is the run's `AgentConfig`.
+
+    sampling -- the `SamplingParams` every rollout request uses: max_new_tokens per agent
+              step (default: the method's, as in `ask`; a loaded config takes the run's
+              method), temperature and top_p (default 1.0, the paper's rollouts), stop;
+              seed None = the run's seed.
 
     engine -- what samples: "hf" (the torch policy itself) or "llamacpp" (LoRA runs: the
               adapter exported to GGUF each step, `rl.gguf_rollouts`; rollouts about 2x
@@ -59,26 +74,27 @@ class RolloutConfig:
               `backends.llamacpp_parallel`); 1 = a pool of `engine_concurrency`
               instances, one sequence each."""
 
-    group_size: int = 16
-    batch_size: int = 128
-    max_new_tokens: int = 2048
-    temperature: float = 1.0
-    top_p: float = 1.0
+    group_size: int = option(16, "Rollouts per question (G).", flag="--group-size", short="-G")
+    batch_size: int = option(128, "Questions per step.", flag="--batch-size", short="-B")
+    sampling: SamplingParams = field(default_factory=lambda: method_sampling(temperature=1.0, top_p=1.0))
     generation_batch_size: int = 64
-    engine: str = "hf"
+    engine: str = option(
+        "hf", "hf | llamacpp: what samples the rollouts. llamacpp (LoRA runs) exports the adapter to GGUF "
+        "every step and samples on llama.cpp, several sequences at once, much faster on a CPU; base GGUF: "
+        "--set rollout.engine_model=PATH (default: the built-in model's).", flag="--rollout-engine")
     engine_model: str | None = None
     engine_concurrency: int = 2
     engine_parallel: int = 32
 
     def __post_init__(self) -> None:
         require_choice(self.engine, ENGINES, "engine")
-        for key in ("group_size", "batch_size", "max_new_tokens", "generation_batch_size",
-                    "engine_concurrency", "engine_parallel"):
+        for key in ("group_size", "batch_size", "generation_batch_size", "engine_concurrency",
+                    "engine_parallel"):
             require(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
         require(self.group_size >= 2, "group_size",
                 "must be at least 2: advantages are relative to the other rollouts of a question")
-        require(self.temperature > 0, "temperature", "must be > 0 (training needs sampled rollouts)")
-        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.sampling.temperature > 0, "sampling.temperature",
+                "must be > 0 (training needs sampled rollouts)")
 
 
 def rollout_index(step: int, question_id: str, g: int) -> int:
@@ -119,15 +135,13 @@ def policy_agent(
     agent: AgentConfig,
     *,
     seed: int,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    max_new_tokens: int | None = None,
+    sampling: SamplingParams | None = None,
     batch_size: int | None = None,
     autocast: bool = False,
 ) -> Agent:
     """An Agent with `agent`'s options on the policy being trained (hf backend over the
-    live model object). Sampling defaults to the rollout settings; evaluation passes its
-    own. `autocast`: generate under bfloat16 autocast.
+    live model object). `sampling` defaults to the rollout's (`cfg.sampling`); evaluation
+    passes its own. `autocast`: generate under bfloat16 autocast.
     """
     from ..backends.hf import HFBackend
 
@@ -135,21 +149,17 @@ def policy_agent(
         model, tokenizer, name="policy", max_batch_size=batch_size or cfg.generation_batch_size,
         autocast=autocast,
     )
-    return rollout_agent(backend, cfg, agent, seed=seed, temperature=temperature, top_p=top_p,
-                         max_new_tokens=max_new_tokens)
+    return rollout_agent(backend, cfg, agent, seed=seed, sampling=sampling)
 
 
 def rollout_agent(backend, cfg: RolloutConfig, agent: AgentConfig, *, seed: int,
-                  temperature: float | None = None, top_p: float | None = None,
-                  max_new_tokens: int | None = None) -> Agent:
+                  sampling: SamplingParams | None = None) -> Agent:
     """An Agent with `agent`'s options on `backend` (one that returns token ids), sampling
-    with the rollout settings unless given."""
-    sampling = SamplingParams(
-        max_new_tokens=max_new_tokens or cfg.max_new_tokens,
-        temperature=cfg.temperature if temperature is None else temperature,
-        top_p=cfg.top_p if top_p is None else top_p,
-        seed=seed,
-    )
+    with `sampling` (default: the rollout's, `cfg.sampling`); a sampling seed of None
+    becomes `seed`, the run's."""
+    sampling = sampling or cfg.sampling
+    if sampling.seed is None:
+        sampling = dataclasses.replace(sampling, seed=seed)
     return Agent(backend, config=agent, sampling=sampling)
 
 
@@ -203,4 +213,4 @@ def collect_rollouts(
 
 
 __all__ = ["ENGINES", "Rollout", "RolloutConfig", "TRAINABLE_METHODS", "collect_rollouts",
-           "policy_agent", "rollout_agent", "rollout_index", "trainable_steps"]
+           "method_sampling", "policy_agent", "rollout_agent", "rollout_index", "trainable_steps"]

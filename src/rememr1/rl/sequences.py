@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .loss import logprobs_and_entropy
+
 # Bytes of float32 logits one slice of the output projection may produce.
 LOGIT_CHUNK_BYTES = 64 * 2**20
 
@@ -146,18 +148,12 @@ def _decoder(model):
 
 def _slice_logprobs(hidden, labels, head, temperature: float, softcap: float | None,
                     with_entropy: bool):
-    """log p(label) (and entropy) for a slice of positions: [B, c, H] -> [B, c] float32."""
+    """log p(label) (and entropy) for a slice of positions: [B, c, H] -> [B, c] float32,
+    through the one log-prob and entropy implementation (`loss.logprobs_and_entropy`)."""
     logits = head(hidden).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    if temperature != 1.0:
-        logits = logits / temperature
-    lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - lse
-    if not with_entropy:
-        return logp, None
-    entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)
-    return logp, entropy
+    return logprobs_and_entropy(logits, labels, temperature=temperature, with_entropy=with_entropy)
 
 
 def _cache_keyword(decoder) -> str:

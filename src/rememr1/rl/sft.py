@@ -29,52 +29,20 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import InputError, require
+from ..errors import InputError
 from . import checkpoint as ckpt
 from .budget import MemoryPlan, free_bytes, limit_malloc_caching
 from .interrupts import Interrupts
 from .logs import RunLog
-from .optim import OptimConfig, make_optimizer
-from .policy import LORA_TARGETS, ModelConfig, load_policy, wrap_lora
+from .optim import make_optimizer
+from .policy import load_policy
 from .sequences import TrainSequence, completion_logprobs, pack_micro_batches
-
-# Linear layers of a Llama-style decoder that LoRA adapts by default.
-
-
-@dataclass(kw_only=True)
-class SFTConfig:
-    """What `rememr1 sft` trains on and how (see the module docstring)."""
-
-    traces: list[str]
-    out: str
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: bool = True
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_targets: tuple[str, ...] = LORA_TARGETS
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 16  # agent steps per update
-    max_length: int | None = None  # longer examples are skipped (None: the model's window)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=10,
-                                                                     weight_decay=0.0))
-    seed: int = 0
-    save_every: int = 50
-    keep_last: int | None = 2
-
-    def __post_init__(self) -> None:
-        require(bool(self.traces), "traces", "give at least one trace file")
-        require(self.lora_rank >= 1, "lora_rank", "must be at least 1")
-        require(self.epochs >= 1, "epochs", "must be at least 1")
-        require(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be at least 1")
-        require(self.batch_size >= 1, "batch_size", "must be at least 1")
-        require(self.save_every >= 0, "save_every", "must be >= 0 (0: only at the end)")
+from .sft_config import SFTConfig
 
 
 def trace_files(patterns: Sequence[str]) -> list[Path]:
@@ -109,7 +77,6 @@ class SFTTrainer:
     """One supervised warm-start run (see the module docstring)."""
 
     def __init__(self, cfg: SFTConfig, *, quiet: bool = False) -> None:
-        from ..backends.adapters import base_name_for, lora_start
         from ..backends.hf import resolve_device
         from ..data.oracle import read_traces
 
@@ -126,22 +93,14 @@ class SFTTrainer:
         resume = ckpt.latest_checkpoint(self.out)
         device = resolve_device(cfg.model.device)
         torch.manual_seed(cfg.seed)
-        # A LoRA run resumes from the adapter over the original base; a full run from the
-        # checkpoint's weights. A LoRA run whose model is an adapter continues training that
-        # adapter (its rank and targets) over the adapter's base, as RL does: one adapter
-        # comes out, which both backends apply alone.
-        model_cfg, start = cfg.model, None
-        if cfg.lora:
-            base, start = lora_start(cfg.model.path)
-            model_cfg = dataclasses.replace(cfg.model, path=base)
-        self.policy = load_policy(model_cfg, device=device, bf16=cfg.optim.bf16, with_reference=False,
-                                  resume_from=None if cfg.lora else resume)
-        model = self.policy.model
-        if cfg.lora:
-            model = wrap_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
-                              base_name=base_name_for(self.policy.source), adapter=resume or start)
-            model.eval()
-        self.model = model
+        # The one loader of RL and SFT (`rl.policy.load_policy`): a LoRA run resumes from the
+        # adapter over the original base, a full run from the checkpoint's weights; a LoRA
+        # run whose model is an adapter continues training that adapter (its rank and
+        # targets) over the adapter's base, so one adapter comes out, which both backends
+        # apply alone.
+        self.policy = load_policy(cfg.model, device=device, bf16=cfg.optim.bf16, with_reference=False,
+                                  resume_from=resume)
+        model = self.model = self.policy.model
         window = int(getattr(model.config, "max_position_embeddings", 0) or 8192)
         self.examples, skipped = encode_examples(rows, self.policy.tokenizer,
                                                  max_length=cfg.max_length or window)
@@ -153,7 +112,7 @@ class SFTTrainer:
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
         self.optimizer, self.scheduler = make_optimizer(model.parameters(), cfg.optim)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        plan = MemoryPlan.for_model(self.policy.model, checkpointing=cfg.model.gradient_checkpointing,
+        plan = MemoryPlan.for_model(model, checkpointing=cfg.model.gradient_checkpointing,
                                     trainable_params=trainable)
         free = free_bytes(str(self.policy.device))
         self.token_budget = cfg.optim.max_tokens_per_micro_batch or plan.default_budget(
@@ -204,9 +163,9 @@ class SFTTrainer:
     def save(self) -> Path:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(),
-                 "lora": self.cfg.lora}
+                 "lora": self.cfg.model.lora}
         # LoRA leaves the embeddings alone: say so, or peft looks the base up on the hub.
-        options = {"save_embedding_layers": False} if self.cfg.lora else {}
+        options = {"save_embedding_layers": False} if self.cfg.model.lora else {}
         with warnings.catch_warnings():  # transformers' deprecation notes from inside peft
             warnings.simplefilter("ignore", FutureWarning)
             path = ckpt.save_checkpoint(self.out, self.step, model=self.model,
@@ -222,7 +181,7 @@ class SFTTrainer:
         from ..progress import StepProgress
 
         self.log.open(resume_step=self.step)
-        kind = f"LoRA r={self.cfg.lora_rank}" if self.cfg.lora else "full"
+        kind = f"LoRA r={self.cfg.model.lora_rank}" if self.cfg.model.lora else "full"
         self.log.say(f"sft: {len(self.examples)} steps of oracle traces ({self.skipped} too long and "
                      f"{self.unreachable} unreachable final replies left out), "
                      f"{kind}, {self.trainable / 1e6:.2f}M trainable parameters, {self.total_steps} updates "
@@ -255,4 +214,4 @@ class SFTTrainer:
         return last
 
 
-__all__ = ["LORA_TARGETS", "SFTConfig", "SFTTrainer", "encode_examples", "trace_files"]
+__all__ = ["SFTConfig", "SFTTrainer", "encode_examples", "trace_files"]

@@ -11,7 +11,7 @@ One training step:
                own loop on the current policy (`rl.rollout`); every agent step (each memory
                update and the final answer) becomes its own training sequence: prompt =
                the step's context, loss on the generated tokens only ("multi-conversation").
-2. rewards   -- outcome and state rewards per step (`rememr1.rewards`), group-relative
+2. rewards   -- outcome and state rewards per step (`rl.rewards`), group-relative
                advantages mixed with alpha (`rl.advantages`), one scalar per sequence.
 3. reference -- log-probs of the generated tokens under the frozen reference model (for
                the k3 KL term), once per step, and, when a step makes more than one
@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..rewards import episode_rewards
+from .rewards import episode_rewards
 from . import checkpoint as ckpt
 from .advantages import group_advantages
 from .budget import MemoryPlan, free_bytes, limit_malloc_caching, longest_sequence
@@ -184,7 +184,7 @@ class Trainer:
         free = free_bytes(device)
         self.token_budget = (cfg.optim.max_tokens_per_micro_batch
                              or self.plan.default_budget(free, self.policy.device.type))
-        self._check_budget(longest_sequence(cfg.agent.chunk_size or 5000, cfg.rollout.max_new_tokens))
+        self._check_budget(longest_sequence(cfg.agent.chunk_size or 5000, cfg.rollout.sampling.max_new_tokens))
         self._snapshot = self._capture()
         # What samples the rollouts: the torch policy, or llama.cpp on its exported adapter.
         self.agent = self.gguf = None
@@ -337,12 +337,7 @@ class Trainer:
 
         # 2. rewards and advantages (a question's rollouts are all on this rank)
         rewards = [[episode_rewards(r.steps, r.sample.answers, cfg.reward) for r in g] for g in groups]
-        advantages = [
-            group_advantages(rg, alpha=cfg.loss.alpha, scale_by_std=cfg.loss.scale_by_std,
-                             double_state=cfg.reward.double_state_advantage,
-                             singleton_raw=cfg.reward.singleton_raw_advantage)
-            for rg in rewards
-        ]
+        advantages = [group_advantages(rg, cfg.advantage) for rg in rewards]
         seqs = build_sequences(groups, advantages)
         for s in seqs:
             s.question = mine[s.question]  # position in the whole step's batch
@@ -369,7 +364,7 @@ class Trainer:
         gathered = dist.gather(([e for e, _ in flat], rollout_summary([r for _, r in flat])))
         all_rewards = [e for rs, _ in gathered for e in rs]
         all_rollouts = [r for _, summ in gathered for r in summ]
-        gen_tokens = sum(n for _, per_step in all_rollouts for _, n in per_step)
+        gen_tokens = sum(n for _, per_step in all_rollouts for _, n, _ in per_step)
         n_seq, n_tok, n_comp, adv_abs = dist.sum([
             len(seqs), sum(s.length for s in seqs), sum(len(s.completion_ids) for s in seqs),
             sum(abs(s.advantage) for s in seqs),
@@ -430,7 +425,7 @@ class Trainer:
     @torch.no_grad()
     def _score_fixed(self, seqs: list[TrainSequence], *, need_old: bool) -> None:
         """Reference (and old-policy) log-probs of every sequence, once per step."""
-        temp = self.cfg.rollout.temperature
+        temp = self.cfg.rollout.sampling.temperature
         p = self.policy
         for micro in self._micro_batches(seqs):
             lens = [len(s.completion_ids) for s in micro]
@@ -478,7 +473,7 @@ class Trainer:
                         dummy = micro[0].question < 0
                         micro_batches += not dummy
                         logp, mask, ent = completion_logprobs(
-                            self.scorer, micro, pad_id=p.pad_id, temperature=cfg.rollout.temperature,
+                            self.scorer, micro, pad_id=p.pad_id, temperature=cfg.rollout.sampling.temperature,
                             autocast=p.autocast, with_entropy=True, entropy_grad=lo.entropy_coef != 0,
                         )
                         width, dev = logp.shape[1], logp.device
@@ -490,11 +485,8 @@ class Trainer:
                                if p.ref is not None else None)
                         adv = torch.tensor([s.advantage for s in micro], dtype=torch.float32,
                                            device=dev)[:, None] * mask
-                        loss, st = total_loss(
-                            logp, old, adv, mask, ref_logp=ref, entropy=ent, kl_coef=lo.kl_beta,
-                            entropy_coef=lo.entropy_coef, clip_low=lo.clip_low, clip_high=lo.clip_high,
-                            dual_clip_c=lo.dual_clip_c, agg=lo.agg, num_tokens=n_tok, num_seqs=n_seq,
-                        )
+                        loss, st = total_loss(logp, old, adv, mask, lo, ref_logp=ref, entropy=ent,
+                                              num_tokens=n_tok, num_seqs=n_seq)
                         if dummy:  # an empty pass that keeps sharded ranks in step
                             (loss * 0.0).backward()
                             continue

@@ -3,44 +3,46 @@
     metrics = validate(policy, cfg, out_dir=run / "eval" / "step-20", step=20)
     metrics["eval_sub_em"]          # strict sub-EM, or the official scorer's under compat: official
 
-Results land in `OUT/eval/step-N` as any `rememr1 eval` run (JSONL per item, report.md).
+Results land in `OUT/eval/step-N` as any `rememr1 eval` run (JSONL per item, report.md);
+the metrics and the report come from the lines `run_eval` returns, not from reading them back.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import SamplingParams
 from ..errors import require
+from .rollout import method_sampling
 
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    """Validation on `data.dev` (sub-EM). Sampling defaults are the paper's evaluation
-    settings; max_new_tokens None = the rollout's."""
+    """Validation on `data.dev` (sub-EM) of up to `max_items` items, `batch_size` at a time.
+
+    sampling -- the `SamplingParams` of validation: temperature 0.7 and top_p 0.95 (the
+              paper's evaluation settings, `SamplingParams`' own defaults; temperature 0 =
+              greedy), max_new_tokens the rollout's in a loaded config; seed None = the
+              run's seed.
+    """
 
     max_items: int | None = 64
-    temperature: float = 0.7
-    top_p: float = 0.95
+    sampling: SamplingParams = field(default_factory=method_sampling)
     batch_size: int = 64
-    max_new_tokens: int | None = None
     at_start: bool = False
 
     def __post_init__(self) -> None:
         require(self.max_items is None or self.max_items >= 1, "max_items", "must be at least 1")
-        require(self.temperature >= 0, "temperature", "must be >= 0 (0 = greedy)")
-        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
-        require(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens",
-                "must be at least 1")
 
 
 def validate(policy, cfg, *, out_dir: Path, step: int) -> dict[str, Any]:
     """Sub-EM (and EM, F1) of the current `policy` (`rl.policy.Policy`) on `cfg.data.dev`
     (`cfg` a TrainConfig)."""
-    from ..eval import agent_record, default_scoring, read_lines, run_eval, score_line, write_report
+    from ..eval import agent_record, default_scoring, run_eval, score_line, write_report
     from ..metrics import aggregate
     from .data import expand_files
     from .rollout import policy_agent
@@ -50,20 +52,18 @@ def validate(policy, cfg, *, out_dir: Path, step: int) -> dict[str, Any]:
 
     def make_agent(method: str):
         return policy_agent(policy.model, policy.tokenizer, cfg.rollout, cfg.agent, seed=cfg.seed,
-                            temperature=e.temperature, top_p=e.top_p,
-                            max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                            autocast=policy.autocast)
+                            sampling=e.sampling, batch_size=e.batch_size, autocast=policy.autocast)
 
     run_config = {
         "model": f"{policy.name}@step-{step}", **agent_record(cfg.agent),
-        "max_new_tokens": e.max_new_tokens or cfg.rollout.max_new_tokens,
-        "temperature": e.temperature, "top_p": e.top_p, "seed": cfg.seed, "compat": cfg.compat,
+        "max_new_tokens": e.sampling.max_new_tokens, "temperature": e.sampling.temperature,
+        "top_p": e.sampling.top_p, "seed": cfg.seed if e.sampling.seed is None else e.sampling.seed,
+        "compat": cfg.compat,
     }
-    run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
-             methods=[cfg.agent.method], out_dir=out_dir, config=run_config,
-             limit=e.max_items, concurrency=e.batch_size)
-    lines = read_lines(out_dir)
-    write_report(out_dir)
+    lines = run_eval(expand_files([cfg.data.dev], "data.dev"), make_agent=make_agent,
+                     methods=[cfg.agent.method], out_dir=out_dir, config=run_config,
+                     limit=e.max_items, concurrency=e.batch_size)
+    write_report(out_dir, lines=lines)  # from the lines run_eval returned: nothing is read back
     mode = default_scoring(run_config)
     agg = aggregate([score_line(x, mode, cfg.agent.answer_format) for x in lines])
 

@@ -50,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..agent import Agent
 from ..agent.engine import hold_loop
 from ..errors import BackendError, BackendTimeout, InputError, RememrError
+from ..eval.lines import trace_lines
 from ..records import AnswerResult
 from .schema import (
     ChatCompletion,
@@ -452,7 +453,7 @@ def _usage(result: AnswerResult) -> Usage:
 
 
 def _extension(req: ChatCompletionRequest, result: AnswerResult) -> dict | None:
-    return {"trace": result.trace_json()} if req.wants_trace else None
+    return {"trace": trace_lines(result)} if req.wants_trace else None
 
 
 def _dump(model) -> bytes:
@@ -462,7 +463,7 @@ def _dump(model) -> bytes:
 def _write_trace(path: Path, result: AnswerResult) -> None:
     import json
 
-    lines = (json.dumps(line, ensure_ascii=False) for line in result.trace_json())
+    lines = (json.dumps(line, ensure_ascii=False) for line in trace_lines(result))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

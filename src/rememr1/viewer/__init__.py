@@ -2,7 +2,12 @@
 
     rememr1 view runs/r1 -o report.html          # an eval run directory
     rememr1 view trace.jsonl -o trace.html        # an `ask --trace` file
-    write_report_html("runs/r1")                  # what `rememr1 eval` writes at the end
+    write_run_report("runs/r1")                   # what `rememr1 eval` writes at the end
+
+The viewer sits above evaluation: it reads the report (`rememr1.eval.report`: the summary
+rows, the table, the plot) and the lines (`rememr1.eval.lines`: result and step lines), and
+evaluation never imports it. `write_run_report` is the one call that writes a run's report
+files and this page together.
 
 The page holds the run's table and accuracy plot, a filterable list of items, and per item
 a step timeline: the chunk's token span, the memory after each step with the words it
@@ -67,4 +72,15 @@ def write_report_html(run_dir: str | Path) -> Path:
     return write_viewer(run_dir, Path(run_dir) / "report.html")
 
 
-__all__ = ["render_html", "write_report_html", "write_viewer"]
+def write_run_report(run_dir: str | Path, *, mode: str | None = None) -> tuple[str, list[dict]]:
+    """Everything a finished eval run directory gets: the report (`eval.write_report`:
+    report.md, summary.json, accuracy.png) and then `report.html`. Returns the report's
+    table and rows. `mode` None: the run's default scoring."""
+    from ..eval.report import write_report
+
+    table, rows = write_report(run_dir, mode=mode)
+    write_report_html(run_dir)
+    return table, rows
+
+
+__all__ = ["render_html", "write_report_html", "write_run_report", "write_viewer"]

@@ -5,7 +5,10 @@
 The payload is plain JSON: `items` (one per method x item, with its steps), `texts` (every
 distinct memory text once; steps refer to them by index), `methods`, `files`. Result lines
 come from `OUT/{method}/{file}.jsonl`, steps from `OUT/{method}/steps/{file}.jsonl` (the
-last line per item wins, as after `--retry-errors`).
+last line per item wins, as after `--retry-errors`). Both sources hold the same step lines
+(`eval.lines.step_line`), and `step_entries` is the one reader of them; older trace lines
+(`StepRecord.to_json`: `ask --trace` before, `serve --trace-dir`) are converted on the way
+(`eval.lines.as_step_line`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..eval import read_jsonl
+from ..eval.lines import as_step_line, read_jsonl
 
 
 class _Texts:
@@ -36,17 +39,24 @@ class _Texts:
         return self._index[text]
 
 
-def _steps(entries: list[dict], texts: _Texts) -> list[dict]:
-    return [{
-        "step": s["step"], "kind": s["kind"], "span": s.get("span"), "memory": texts.add(s.get("memory", "")),
-        "query": s.get("query"), "hits": s.get("hits", []), "recalled_in": s.get("recalled_in", []),
-        "finish": s.get("finish"), "error": s.get("error"), "answer": s.get("answer"),
-        "entities": s.get("entities"),
-    } for s in entries]
+def step_entries(entries: list[dict], texts: _Texts) -> list[dict]:
+    """The viewer's steps of an item from its step lines, as an eval steps file or an
+    `ask --trace` file holds them (older trace lines converted); memories go to `texts`."""
+    out = []
+    for entry in entries:
+        s = as_step_line(entry)
+        out.append({
+            "step": s["step"], "kind": s["kind"], "span": s.get("span"), "memory": texts.add(s.get("memory", "")),
+            "query": s.get("query"), "hits": s.get("hits", []), "recalled_in": s.get("recalled_in", []),
+            "finish": s.get("finish"), "error": s.get("error"), "answer": s.get("answer"),
+            "entities": s.get("entities"),
+        })
+    return out
 
 
 def load_run(run: Path) -> dict[str, Any]:
-    from ..eval import default_scoring, markdown_table, run_config, score_line, summarize
+    from ..eval.report import default_scoring, score_line, summarize
+    from ..eval.run import run_config
 
     config = run_config(run)
     mode = default_scoring(config)
@@ -70,12 +80,12 @@ def load_run(run: Path) -> dict[str, Any]:
                 "question": line.get("question", ""), "answers": line.get("answers", []),
                 "pred": line.get("pred"), "correct": None if sub.get("dropped") else sub["sub_em"] >= 1,
                 "recalls": line.get("recalls", 0), "error": line.get("error"),
-                "names": trace.get("names", {}), "steps": _steps(trace.get("steps", []), texts),
+                "names": trace.get("names", {}), "steps": step_entries(trace.get("steps", []), texts),
             })
     if not items:
         raise InputError(f"{run} holds no results to view")
     rows = summarize(lines_all, mode=mode, answer_format=answer_format)
-    summary = _table_html(markdown_table(rows, mode)) + _plot_html(rows, mode)
+    summary = _table_html(rows, mode) + _plot_html(rows, mode)
     meta = (f"{len(items)} results · model {config.get('model', '?')} · backend {config.get('backend', '?')}"
             f" · scoring {mode}")
     return {"payload": _payload(items, texts), "title": f"rememr1 run: {run.name}", "meta": meta,
@@ -89,17 +99,12 @@ def load_trace(path: Path) -> dict[str, Any]:
     if not steps:
         raise InputError(f"{path} holds no steps (is it an `rememr1 ask --trace` file?)")
     texts = _Texts()
-    entries = [{
-        "step": r["step"], "kind": r["kind"], "span": r.get("chunk_span"), "memory": r.get("memory_after", ""),
-        "query": r.get("recall_query"), "hits": [[h["step"], round(h["score"], 4)] for h in r.get("recall_hits", [])],
-        "recalled_in": r.get("recalled_from_step", []), "finish": r.get("finish_reason"),
-        "error": r.get("error"), "answer": r.get("answer"),
-    } for r in steps]
+    entries = step_entries(steps, texts)
     item = {"idx": 0, "id": str(result.get("sample_id") or "trace"), "method": result.get("method", "?"),
             "file": path.name, "length": str(result.get("document_tokens", "")),
             "question": result.get("question", ""), "answers": [], "pred": result.get("answer"),
             "correct": None, "recalls": sum(1 for e in entries if e["hits"]), "error": result.get("error"),
-            "names": {}, "steps": _steps(entries, texts)}
+            "names": {}, "steps": entries}
     meta = (f"{len(steps)} steps · {result.get('n_chunks', '?')} chunks · "
             f"{result.get('prompt_tokens', '?')} prompt + {result.get('completion_tokens', '?')} completion tokens")
     return {"payload": _payload([item], texts), "title": f"rememr1 trace: {path.name}", "meta": meta,
@@ -116,24 +121,21 @@ def _payload(items: list[dict], texts: _Texts) -> dict:
             "methods": sorted({i["method"] for i in items}), "files": sorted({i["file"] for i in items})}
 
 
-def _table_html(markdown: str) -> str:
-    """The report's markdown table as HTML (every cell escaped)."""
-    rows = [line for line in markdown.splitlines() if line.startswith("|")]
-    notes = [line for line in markdown.splitlines() if line and not line.startswith("|")]
-    out = ["<table>"]
-    for k, line in enumerate(rows):
-        if k == 1:
-            continue  # the |---| separator
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        tag = "th" if k == 0 else "td"
-        out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+def _table_html(rows: list[dict], mode: str) -> str:
+    """The report's table (`eval.report_table`, the cells of report.md) as HTML, every
+    cell escaped."""
+    from ..eval.report import report_table
+
+    head, body, note = report_table(rows, mode)
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body]
     out.append("</table>")
-    out += [f'<p class="muted">{html.escape(n)}</p>' for n in notes]
+    out.append(f'<p class="muted">{html.escape(note)}</p>')
     return "\n".join(out)
 
 
 def _plot_html(rows: list[dict], mode: str) -> str:
-    from ..eval import plot
+    from ..eval.report import plot
 
     buf = io.BytesIO()
     plot(rows, buf, mode)
@@ -141,4 +143,4 @@ def _plot_html(rows: list[dict], mode: str) -> str:
     return f'<img alt="accuracy by context length" src="data:image/png;base64,{data}">'
 
 
-__all__ = ["load_run", "load_source", "load_trace"]
+__all__ = ["load_run", "load_source", "load_trace", "step_entries"]

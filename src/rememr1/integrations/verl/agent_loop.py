@@ -8,7 +8,7 @@ also listed in the packaged `agent_loops.yaml` for `agent.agent_loop_config_path
 (`Agent.arun_iter`, hence `agent.episode.transition`) against verl's server client
 (`backend.ServerManagerBackend`): each step's prompt is tokenised once with the policy's
 chat template and the ids the server returns are what training sees. The rewards are
-`rememr1.rewards.episode_rewards` of the step records.
+`rememr1.rl.rewards.episode_rewards` of the step records.
 
 What it returns, for verl's V1 trainer (`trainer.use_v1`, the default since verl 0.9): a
 list with one `AgentLoopOutput` per step that produced tokens (memory steps, then the
@@ -46,7 +46,7 @@ from ...backends.base import SamplingParams
 from ...errors import InputError
 from ...metrics import sub_exact_match
 from ...records import StepRecord
-from ...rewards import EpisodeRewards, episode_rewards
+from ...rl.rewards import EpisodeRewards, episode_rewards
 from ...rl.rollout import rollout_index, trainable_steps
 from .backend import ServerManagerBackend
 from .options import SECTION, VerlOptions
@@ -89,7 +89,7 @@ def reward_extra_info(rewards: EpisodeRewards, golds: Sequence[str]) -> dict[str
         "acc": float(sub_exact_match(rewards.answer, golds)),
         "outcome": float(rewards.outcome),
         "state_mean": sum(rewards.state) / len(rewards.state) if rewards.state else 0.0,
-        "format_rate": float(rewards.format_rate),
+        "format_reward": float(rewards.mean_format_reward),
         "recall_rate": float(rewards.recall_rate),
         "steps": float(len(rewards.steps)),
     }
@@ -117,7 +117,7 @@ class ReMemR1AgentLoop(AgentLoopBase):
             self.server_manager, self.tokenizer, sampling_params,
             context_window=int(rollout.prompt_length) + response_length, request_id=uuid4().hex,
         )
-        sampling = SamplingParams(max_new_tokens=min(opts.max_new_tokens, response_length),
+        sampling = SamplingParams(max_new_tokens=min(opts.step_tokens, response_length),
                                   temperature=float(sampling_params.get("temperature", 1.0)),
                                   top_p=float(sampling_params.get("top_p", 1.0)), seed=opts.seed)
         agent = Agent(backend, config=opts.agent, sampling=sampling)

@@ -7,12 +7,12 @@
 `verl_overrides(cfg)` translates the one config both trainers read into Hydra overrides of
 verl's `ppo_trainer` config: model, data, G, batch, lengths, learning rate and schedule,
 clip ranges and dual clip, KL loss (k3 = verl's `low_var_kl`), entropy, aggregation, the
-`+rememr1.*` section every verl process reads (`options.VerlOptions`: agent, rewards, alpha,
-mini-batches, seed), `trainer.use_v1=True` with the registered trainer `rememr1`, vLLM (or
+`+rememr1.*` section every verl process reads (`options.VerlOptions`: agent, rewards,
+advantages, mini-batches, seed), `trainer.use_v1=True` with the registered trainer `rememr1`, vLLM (or
 SGLang) as the rollout engine with `calculate_log_probs`, the agent loop `rememr1`, and
 dynamic batch sizes with a per-GPU token budget above the longest step. The cluster side
 (nodes, GPUs per node, rollout tensor parallelism, offload, extra overrides) is the
-config's `verl:` section (`VerlConfig`). Composition against verl's own config is tested in
+config's `verl:` section (`rl.verl_config.VerlConfig`). Composition against verl's own config is tested in
 `.venv-verl` (tests/integrations); this module imports no verl.
 
 Units that differ between the trainers, converted here:
@@ -33,11 +33,11 @@ import math
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import InputError, require, require_choice
+from ...errors import InputError
+from ...rl.verl_config import VerlConfig
 from .options import SECTION, VerlOptions
 
 if TYPE_CHECKING:
@@ -45,54 +45,11 @@ if TYPE_CHECKING:
 
 TRAINER_NAME = "rememr1"  # trainer.ReMemR1Trainer (kept here so no verl import is needed)
 AGENT_NAME = "rememr1"  # agent_loop.ReMemR1AgentLoop
-ROLLOUT_ENGINES = ("vllm", "sglang")
 DEFAULT_CHUNK = 5000
 # Step prompt beyond the chunk and the two memories (current, recalled): instructions,
 # question, tags and the chat template. Generous, so a prompt is never cut.
 PROMPT_OVERHEAD = 1024
 PLACEHOLDER_DATA = "data/train.parquet"
-
-
-@dataclass(kw_only=True)
-class VerlConfig:
-    """The cluster side of a verl run (the `verl:` section of a training config).
-
-    nnodes, n_gpus_per_node -- verl's `trainer.nnodes`, `trainer.n_gpus_per_node` (Ray cluster).
-    rollout_engine          -- "vllm" (default) or "sglang".
-    rollout_tp              -- tensor-parallel size of each rollout server.
-    gpu_memory_utilization  -- share of GPU memory the rollout engine may take.
-    max_tokens_per_gpu      -- dynamic-batch token budget per GPU (None: the training
-                               config's max_tokens_per_micro_batch, at least the longest step).
-    param_offload, optimizer_offload -- FSDP CPU offload of the actor.
-    logger                  -- verl's tracking backends.
-    project                 -- verl's project name (the experiment is the run directory's name).
-    overrides               -- extra Hydra overrides, appended last (they win).
-    """
-
-    nnodes: int = 1
-    n_gpus_per_node: int = 8
-    rollout_engine: str = "vllm"
-    rollout_tp: int = 1
-    gpu_memory_utilization: float = 0.6
-    max_tokens_per_gpu: int | None = None
-    param_offload: bool = False
-    optimizer_offload: bool = False
-    logger: list[str] = field(default_factory=lambda: ["console", "tensorboard"])
-    project: str = "rememr1"
-    overrides: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        require(self.nnodes >= 1, "nnodes", "must be at least 1")
-        require(self.n_gpus_per_node >= 1, "n_gpus_per_node", "must be at least 1")
-        require(self.rollout_tp >= 1, "rollout_tp", "must be at least 1")
-        require(self.n_gpus_per_node % self.rollout_tp == 0 or self.rollout_tp % self.n_gpus_per_node == 0,
-                "rollout_tp", f"must divide n_gpus_per_node ({self.n_gpus_per_node}) or be a multiple of it")
-        require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]")
-        require(self.max_tokens_per_gpu is None or self.max_tokens_per_gpu >= 16, "max_tokens_per_gpu",
-                "must be at least 16 (or null)")
-        require_choice(self.rollout_engine, ROLLOUT_ENGINES, "rollout_engine")
-        for item in self.overrides:
-            require("=" in item, "overrides", f"each must be KEY=VALUE, got {item!r}")
 
 
 # ------------------------------------------------------------------------------ lengths
@@ -101,7 +58,7 @@ class VerlConfig:
 def step_lengths(cfg: TrainConfig) -> tuple[int, int]:
     """(longest step prompt, longest step response) in tokens: a chunk, two memories (each
     at most one reply) and the instructions; one reply."""
-    reply = cfg.rollout.max_new_tokens
+    reply = cfg.rollout.sampling.max_new_tokens
     chunk = cfg.agent.chunk_size or DEFAULT_CHUNK
     return chunk + 2 * reply + PROMPT_OVERHEAD, reply
 
@@ -114,8 +71,8 @@ def mini_batches(cfg: TrainConfig) -> int:
 
 def verl_options(cfg: TrainConfig) -> VerlOptions:
     """The `rememr1:` section of the verl config for this training config."""
-    return VerlOptions(agent=cfg.agent, reward=cfg.reward, max_new_tokens=cfg.rollout.max_new_tokens,
-                       alpha=cfg.loss.alpha, scale_by_std=cfg.loss.scale_by_std,
+    return VerlOptions(agent=cfg.agent, reward=cfg.reward, advantage=cfg.advantage,
+                       max_new_tokens=cfg.rollout.sampling.max_new_tokens,
                        mini_batches=mini_batches(cfg), seed=cfg.seed)
 
 
@@ -202,7 +159,7 @@ def verl_overrides(cfg: TrainConfig, verl: VerlConfig | None = None, *, model_pa
         ("trainer.use_v1", True),
         ("trainer.v1.trainer_mode", TRAINER_NAME),
         ("algorithm.adv_estimator", "grpo"),
-        ("algorithm.norm_adv_by_std_in_grpo", cfg.loss.scale_by_std),
+        ("algorithm.norm_adv_by_std_in_grpo", cfg.advantage.scale_by_std),
         ("algorithm.use_kl_in_reward", False),
         # model
         ("actor_rollout_ref.model.path", model_path or model_directory(cfg)),
@@ -222,8 +179,8 @@ def verl_overrides(cfg: TrainConfig, verl: VerlConfig | None = None, *, model_pa
         (f"{rollout}.name", verl.rollout_engine),
         (f"{rollout}.mode", "async"),
         (f"{rollout}.n", cfg.rollout.group_size),
-        (f"{rollout}.temperature", cfg.rollout.temperature),
-        (f"{rollout}.top_p", cfg.rollout.top_p),
+        (f"{rollout}.temperature", cfg.rollout.sampling.temperature),
+        (f"{rollout}.top_p", cfg.rollout.sampling.top_p),
         (f"{rollout}.calculate_log_probs", True),
         (f"{rollout}.tensor_model_parallel_size", verl.rollout_tp),
         (f"{rollout}.gpu_memory_utilization", verl.gpu_memory_utilization),
@@ -231,9 +188,9 @@ def verl_overrides(cfg: TrainConfig, verl: VerlConfig | None = None, *, model_pa
         (f"{rollout}.enable_prefix_caching", True),
         (f"{rollout}.agent.default_agent_loop", AGENT_NAME),
         (f"{rollout}.agent.agent_loop_config_path", str(agent_loop_config_path())),
-        (f"{rollout}.val_kwargs.temperature", cfg.eval.temperature),
-        (f"{rollout}.val_kwargs.top_p", cfg.eval.top_p),
-        (f"{rollout}.val_kwargs.do_sample", cfg.eval.temperature > 0),
+        (f"{rollout}.val_kwargs.temperature", cfg.eval.sampling.temperature),
+        (f"{rollout}.val_kwargs.top_p", cfg.eval.sampling.top_p),
+        (f"{rollout}.val_kwargs.do_sample", cfg.eval.sampling.temperature > 0),
         (f"{rollout}.val_kwargs.n", 1),
         # actor: the objective of rl.loss (SPEC §4)
         (f"{actor}.optim.lr", cfg.optim.lr),
@@ -306,5 +263,5 @@ def run_verl(cfg: TrainConfig, *, dry_run: bool = False) -> int:
     return subprocess.call(argv)
 
 
-__all__ = ["VerlConfig", "format_command", "hydra_value", "mini_batches", "run_verl", "step_lengths",
+__all__ = ["format_command", "hydra_value", "mini_batches", "run_verl", "step_lengths",
            "verl_command", "verl_options", "verl_overrides"]

@@ -7,13 +7,14 @@ verl's `sync` trainer (it reports `trainer_mode == "sync"` to verl's own code: t
 replay buffer, refill and checkpoint behaviour) and changes two steps:
 
 * **Advantages** (`_compute_advantage`): verl's step runs first (GRPO over the final row of
-  each session, broadcast to the session's rows). With `rememr1.alpha < 1` the rows' step
+  each session, broadcast to the session's rows). With `rememr1.advantage.alpha < 1` the rows' step
   fields (`agent_loop.STEP_FIELD`) are read back, each rollout's `EpisodeRewards` rebuilt
   (`rows_to_episodes`; padding rows, tagged `is_padding` by verl, are skipped), and
   `rl.advantages.group_advantages` (the outcome term over a question's G rollouts, the state
-  term over the rollouts at the same step) is written to every response token of each row.
-  At alpha = 1 verl's `grpo` with `norm_adv_by_std_in_grpo = rememr1 scale_by_std` is the
-  same advantage, so it stands (tested).
+  term over the rollouts at the same step, with the run's `AdvantageConfig` whole) is
+  written to every response token of each row. At alpha = 1 verl's `grpo` with
+  `norm_adv_by_std_in_grpo = advantage.scale_by_std` is the same advantage, so it stands
+  (tested).
 * **Mini-batches** (`_get_required_batch_multiple`, `_update_actor`): V1 counts actor
   mini-batches in rows (`ppo_mini_batch_size x n`), so an episode of 8 steps would make
   about 8 times the optimizer updates of the paper or `rememr1 train`. Here each pass over
@@ -40,7 +41,7 @@ from tensordict import TensorDict
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from ...rewards import EpisodeRewards
+from ...rl.rewards import EpisodeRewards
 from ...rl.advantages import group_advantages
 from .agent_loop import STEP_FIELD
 from .options import VerlOptions
@@ -84,9 +85,7 @@ def row_advantages(keys: Sequence[str], fields: Sequence[dict[str, Any]], opts: 
     values: dict[int, float] = {}
     for sessions in rows_to_episodes(keys, fields).values():
         episodes = [episode for episode, _ in sessions.values()]
-        mixed = group_advantages(episodes, alpha=opts.alpha, scale_by_std=opts.scale_by_std,
-                                 double_state=opts.reward.double_state_advantage,
-                                 singleton_raw=opts.reward.singleton_raw_advantage)
+        mixed = group_advantages(episodes, opts.advantage)
         for (_, positions), per_step in zip(sessions.values(), mixed, strict=True):
             values.update(zip(positions, per_step, strict=True))
     return values
@@ -131,7 +130,7 @@ class ReMemR1Trainer(PPOTrainerSync):
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
         opts = self.rememr1
-        if opts.alpha >= 1.0:  # verl's grpo on the final rows is the outcome advantage
+        if opts.advantage.alpha >= 1.0:  # verl's grpo on the final rows is the outcome advantage
             return batch
         real = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
         keys = [batch.keys[i] for i in real]

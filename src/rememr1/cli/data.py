@@ -4,7 +4,7 @@
     rememr1 data revhop --out data/warm --lengths 2k --hops 2,3 -n 60 --tokenizer smollm2 --traces   # + SFT data
     rememr1 data longctx --source hotpot_dev_distractor_v1.json --docs 50,200,800 --out data/hotpotqa
 
-The lead CLI mounts `app` as the `data` sub-command. Bad options raise `InputError`,
+`rememr1.cli` mounts `app` as the `data` sub-command. Bad options raise `InputError`,
 which the top-level CLI prints as one line.
 """
 
@@ -109,7 +109,8 @@ def revhop_cmd(
     ),
 ) -> None:
     """Generate the offline multi-hop benchmark (schema D JSON, schema A parquet)."""
-    from rememr1.data.revhop import format_length, generate_revhop, parse_length
+    from rememr1.data.lengths import format_length, parse_length
+    from rememr1.data.revhop import generate_revhop
 
     gap = None if min_gap is None else (min_gap if 0 < min_gap < 1 else int(min_gap))
     formats = _words(fmt)

@@ -33,7 +33,8 @@ How the SPEC's symbols map onto `StepRecord` fields (step t is one model call):
 
 The official training code differs in several ways; each is a switch in `RewardConfig`,
 off by default, so a run can reproduce it (`RewardConfig.official()` turns them all on;
-`rememr1 train --compat official` uses that preset).
+`rememr1 train --compat official` uses that preset). Its two advantage switches live with
+the advantage settings (`rl.advantages.AdvantageConfig`).
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
-from .errors import require_choice
-from .metrics import exact_match, f1_score, normalize_answer
-from .protocol import NO_RECALL, official_box_count, official_boxed, official_updates
-from .records import FINAL_STEP, MEMORY_STEP, StepRecord
+from ..errors import require_choice
+from ..metrics import exact_match, f1_score, gold_aliases, normalize_answer
+from ..protocol import NO_RECALL, official_box_count, official_boxed, official_updates
+from ..records import FINAL_STEP, MEMORY_STEP, StepRecord, well_formed
 
 OUTCOME_METRICS = ("em", "f1")
 
@@ -89,14 +90,6 @@ class RewardConfig:
         two texts are joined with a line break, so no word is formed across them).
         Our prompt wording differs from the official one and the chat template's role
         markers are not part of `messages`, so this reproduces the form of their term.
-    double_state_advantage -- official: the state reward is doubled before its per-step
-        group advantage is taken, so without std scaling the mix is 0.8 / 0.4 instead of
-        0.8 / 0.2 at alpha = 0.8; with std scaling the factor cancels (up to eps).
-        Applied where advantages are computed (`rememr1.rl.advantages.group_advantages`).
-    singleton_raw_advantage -- official: a group of one (a question with one rollout, or a
-        step only one rollout reached) is centred with mean 0 and std 1, so its advantage
-        is its raw reward; by default a group of one has advantage 0. Also applied in
-        `group_advantages`.
     """
 
     outcome_metric: str = "em"
@@ -107,8 +100,6 @@ class RewardConfig:
     no_recall_format: bool = False
     case_sensitive_substring_match: bool = False
     callback_against_prompt: bool = False
-    double_state_advantage: bool = False
-    singleton_raw_advantage: bool = False
 
     def __post_init__(self) -> None:
         require_choice(self.outcome_metric, OUTCOME_METRICS, "outcome_metric")
@@ -124,13 +115,6 @@ class RewardConfig:
 
 
 _DEFAULT = RewardConfig()
-
-
-def _golds(golds: str | Sequence[str]) -> list[str]:
-    aliases = [golds] if isinstance(golds, str) else [str(g) for g in golds]
-    if not aliases:
-        raise ValueError("no gold answers given")
-    return aliases
 
 
 def _join(*texts: str) -> str:
@@ -163,7 +147,7 @@ def answer_recall(golds: str | Sequence[str], text: str, cfg: RewardConfig | Non
     """R(text): the best (default) or mean (`cfg.average_aliases`) word recall over the
     gold aliases."""
     cfg = cfg or _DEFAULT
-    values = [word_recall(y, text, cfg) for y in _golds(golds)]
+    values = [word_recall(y, text, cfg) for y in gold_aliases(golds)]
     return sum(values) / len(values) if cfg.average_aliases else max(values)
 
 
@@ -173,7 +157,7 @@ def outcome_reward(
     """R_out: exact match (or F1) of the final answer (`protocol.answer_of`), best over the
     gold aliases; 0 when there is no answer."""
     cfg = cfg or _DEFAULT
-    aliases = _golds(golds)
+    aliases = gold_aliases(golds)
     if answer is None:
         return 0.0
     if cfg.outcome_metric == "f1":
@@ -206,7 +190,7 @@ def official_outcome(reply: str, golds: str | Sequence[str], metric: str = "em")
     if box is None:
         return 0.0, None
     best = 0.0
-    for gold in _golds(golds):
+    for gold in gold_aliases(golds):
         gold = gold.lower()
         if metric == "f1":
             a, g = box.split(), gold.split()
@@ -287,12 +271,11 @@ def callback_bonus(
 
 
 def format_reward(step: StepRecord, cfg: RewardConfig | None = None) -> float:
-    r"""r_fmt,t in {0, 1}.
+    r"""r_fmt,t in {0, 1}: 1 when the step is well formed (`records.well_formed`).
 
     Memory step: exactly one <update> block, closed and non-empty, and at most one
     <recall> block (the recall condition is dropped under `cfg.no_recall_format`).
     Final step: exactly one complete \boxed{} with a non-empty answer.
-    Uses the counts the agent recorded when it parsed the reply;
     `cfg.update_tag_rewards`: the official regex counts on the reply instead.
     """
     cfg = cfg or _DEFAULT
@@ -300,24 +283,24 @@ def format_reward(step: StepRecord, cfg: RewardConfig | None = None) -> float:
         if step.kind == FINAL_STEP:
             return float(official_box_count(step.reply) == 1)
         return float(sum(1 for u in official_updates(step.reply) if u.strip()) == 1)
+    return float(well_formed(step, limit_recalls=not cfg.no_recall_format))
+
+
+def reward_parts(
+    step: StepRecord, golds: str | Sequence[str], cfg: RewardConfig | None = None
+) -> tuple[float, float, float]:
+    """(r_mem,t, r_cb,t, r_fmt,t) of one step: a final step has only its format part."""
+    fmt = format_reward(step, cfg)
     if step.kind == FINAL_STEP:
-        ok = step.n_boxed == 1 and bool(step.answer and step.answer.strip())
-    else:
-        ok = step.n_update == 1 and step.update_closed and bool(step.memory_after.strip())
-        if not cfg.no_recall_format:
-            ok = ok and step.n_recall <= 1
-    return float(ok)
+        return 0.0, 0.0, fmt
+    return memory_gain(step, golds, cfg), callback_bonus(step, golds, cfg), fmt
 
 
 def state_reward(
     step: StepRecord, golds: str | Sequence[str], cfg: RewardConfig | None = None
 ) -> float:
     """R_state,t = r_mem,t + r_cb,t + r_fmt,t for a memory step; r_fmt for the final step."""
-    if step.kind == FINAL_STEP:
-        return format_reward(step, cfg)
-    return (
-        memory_gain(step, golds, cfg) + callback_bonus(step, golds, cfg) + format_reward(step, cfg)
-    )
+    return sum(reward_parts(step, golds, cfg))
 
 
 @dataclass
@@ -342,7 +325,8 @@ class EpisodeRewards:
         return len(self.steps)
 
     @property
-    def format_rate(self) -> float:
+    def mean_format_reward(self) -> float:
+        """The mean format reward over the rollout's steps (0 without steps)."""
         return sum(self.format) / len(self.format) if self.format else 0.0
 
     @property
@@ -361,7 +345,7 @@ def episode_rewards(
     """All rewards of one rollout. A rollout without a final step (it failed part-way)
     gets outcome 0; its recorded steps still get their state rewards."""
     cfg = cfg or _DEFAULT
-    aliases = _golds(golds)
+    aliases = gold_aliases(golds)
     finals = [s for s in steps if s.kind == FINAL_STEP]
     if not finals:
         outcome, answer = 0.0, None
@@ -370,13 +354,9 @@ def episode_rewards(
     else:
         answer = finals[-1].answer
         outcome = outcome_reward(answer, aliases, cfg)
-    mem = [memory_gain(s, aliases, cfg) for s in steps]
-    cb = [callback_bonus(s, aliases, cfg) for s in steps]
-    fmt = [format_reward(s, cfg) for s in steps]
-    state = [
-        f if s.kind == FINAL_STEP else m + c + f
-        for s, m, c, f in zip(steps, mem, cb, fmt, strict=True)
-    ]
+    parts = [reward_parts(s, aliases, cfg) for s in steps]
+    mem, cb, fmt = ([p[i] for p in parts] for i in range(3))
+    state = [sum(p) for p in parts]
     return EpisodeRewards(
         outcome=outcome,
         answer=answer,

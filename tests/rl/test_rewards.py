@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from rememr1.records import FINAL_STEP, MEMORY_STEP, RecallHit, StepRecord
-from rememr1.rewards import (
+from rememr1.rl.rewards import (
     RewardConfig,
     answer_recall,
     callback_bonus,
@@ -249,6 +249,34 @@ def test_format_reward_final_step():
     assert format_reward(final_step(3, answer=None, n_boxed=0)) == 0.0
 
 
+def test_one_well_formed_rule_for_rewards_eval_lines_and_training_metrics():
+    """The format reward, the step lines `eval` writes (the learning bench's format rate)
+    and the trainer's format metrics all read `records.well_formed`: the same steps pass."""
+    from types import SimpleNamespace
+
+    from rememr1.eval import steps_line
+    from rememr1.records import well_formed
+    from rememr1.rl.logs import reward_metrics, rollout_summary
+
+    good = mem_step(0, after="notes")
+    cases = [good, dataclasses.replace(good, n_update=2), dataclasses.replace(good, update_closed=False),
+             dataclasses.replace(good, memory_after=" "), dataclasses.replace(good, n_recall=2),
+             dataclasses.replace(good, n_recall=1), final_step(5, answer="Paris"),
+             final_step(5, answer=" ", n_boxed=1), final_step(5, answer="Paris", n_boxed=2)]
+    expected = [True, False, False, False, False, True, True, False, False]
+    assert [well_formed(c) for c in cases] == expected
+    assert [format_reward(c) for c in cases] == [float(x) for x in expected]
+    line = steps_line("id", cases, {})
+    assert [s["well_formed"] for s in line["steps"]] == expected
+    # two rollouts: one with every step well formed, one with a bad final step
+    ok = [mem_step(0, after="a", chunk="Marie"), final_step(1, answer="Marie Curie")]
+    bad = [mem_step(0, after="a", chunk="Marie"), final_step(1, answer="Marie", n_boxed=2)]
+    rollouts = [SimpleNamespace(steps=ok), SimpleNamespace(steps=bad)]
+    m = reward_metrics([episode_rewards(r.steps, CURIE) for r in rollouts], rollout_summary(rollouts))
+    assert m["format_reward"] == pytest.approx(3 / 4)  # 3 of the 4 steps
+    assert m["well_formed_rollout_rate"] == pytest.approx(1 / 2)  # 1 of the 2 rollouts
+
+
 def test_state_reward_parts():
     step = mem_step(2, before="Curie", after="Marie Curie", chunk="", hits=("Marie",))
     # gain 1/2, callback 1/2 (seen "Curie" -> with hit "Marie Curie"), format 1
@@ -299,7 +327,7 @@ def test_episode_rewards_hand_computed():
     assert ep.format == [1.0, 0.0, 1.0, 1.0]  # step 1 has two <recall> blocks
     assert ep.state == pytest.approx([1.5, 0.0, 2.0, 1.0])
     assert ep.recalled == [False, True, True, False]
-    assert ep.format_rate == pytest.approx(0.75)
+    assert ep.mean_format_reward == pytest.approx(0.75)
     assert ep.recall_rate == pytest.approx(2 / 3)
     assert ep.to_json()["state"] == pytest.approx([1.5, 0.0, 2.0, 1.0])
 
@@ -310,12 +338,6 @@ def test_episode_rewards_under_official_switches():
     assert ep.memory_gain == pytest.approx([0.5, 0.5, 1.0, 0.0])
     assert ep.format == [1.0, 1.0, 1.0, 1.0]
     assert ep.state == pytest.approx([1.5, 1.5, 2.5, 1.0])
-
-
-def test_double_state_switch_leaves_rewards_alone():
-    a = episode_rewards(_episode(), CURIE)
-    b = episode_rewards(_episode(), CURIE, RewardConfig(double_state_advantage=True))
-    assert a == b
 
 
 def test_official_outcome_switch():

@@ -116,20 +116,21 @@ def _check_trace(path, n_chunks_expected=None):
     assert result["steps"] == len(steps) == result["n_chunks"] + 1
     if n_chunks_expected is not None:
         assert result["n_chunks"] == n_chunks_expected
-    fields = ("step", "chunk_span", "prompt", "reply", "memory_before", "memory_after",
-              "recall_query", "recall_hits", "recalled_in", "recalled_from_step",
-              "prompt_tokens", "completion_tokens", "seconds", "finish_reason")
+    # the step line of an eval steps file (`eval.lines.step_line`) plus the trace's detail
+    fields = ("step", "kind", "span", "memory", "query", "hits", "recalled_in", "finish", "error",
+              "answer", "tokens", "well_formed", "prompt", "reply", "memory_before", "prompt_tokens",
+              "seconds")
     for i, rec in enumerate(steps):
         for f in fields:
             assert f in rec, f
         assert rec["step"] == i
         assert rec["prompt_tokens"] > 0 and rec["seconds"] >= 0
-    spans = [r["chunk_span"] for r in steps[:-1]]
+    spans = [r["span"] for r in steps[:-1]]
     assert spans[0][0] == 0
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous
     assert spans[-1][1] == result["document_tokens"]
-    assert steps[-1]["kind"] == "final" and steps[-1]["chunk_span"] is None
-    assert result["completion_tokens"] == sum(r["completion_tokens"] for r in steps)
+    assert steps[-1]["kind"] == "final" and steps[-1]["span"] is None
+    assert result["completion_tokens"] == sum(r["tokens"] for r in steps)
     return steps, result
 
 
@@ -157,11 +158,11 @@ def test_ask_compat_official_traces_whole_reply_memories(tmp_path):
     steps, _ = _check_trace(trace)
     memory_steps = steps[:-1]
     for rec in memory_steps:
-        assert rec["memory_after"] == official_memory(rec["reply"])  # the whole reply, always
+        assert rec["memory"] == official_memory(rec["reply"])  # the whole reply, always
     # the next prompt shows that memory as written (the model's tags are not defused)
     for rec, nxt in zip(memory_steps, steps[1:]):
-        if rec["memory_after"].strip():
-            assert rec["memory_after"] in nxt["prompt"][0]["content"]
+        if rec["memory"].strip():
+            assert rec["memory"] in nxt["prompt"][0]["content"]
 
 
 def test_compat_and_scoring_bad_values(doc, tmp_path):
@@ -192,3 +193,6 @@ def test_eval_report_official_denominator(tmp_path):
     assert "1 here" in official.stdout.decode()  # one item dropped
     strict = run("eval", str(out), "--report")
     assert "16.7" in strict.stdout.decode() and "(n=6)" in strict.stdout.decode()
+    # the report's files, the viewer page included (the CLI writes it: eval sits below the viewer)
+    for name in ("report.md", "summary.json", "accuracy.png", "report.html"):
+        assert (out / name).stat().st_size > 0, name

@@ -1,4 +1,4 @@
-"""Evaluation runner: resumable JSONL results, report table and plot, diagnostics."""
+"""Running an evaluation (`eval.run`): resumable JSONL results, retries, the lines run_eval returns."""
 
 import json
 import subprocess
@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rememr1.eval import markdown_table, memory_diagnostics, read_lines, summarize, write_report
-from rememr1.records import RecallHit, StepRecord
+from rememr1.eval import read_lines
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def write_schema_d(path: Path, n: int) -> None:
@@ -31,7 +30,7 @@ RUNNER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from conftest import ScriptedBackend
-    from rememr1.agent import Agent
+    from rememr1.agent import Agent, AgentConfig
     from rememr1.backends.base import SamplingParams
     from rememr1.eval import run_eval
     import re
@@ -50,8 +49,8 @@ RUNNER = textwrap.dedent("""
         done[0] += 1
         if done[0] == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
-    run_eval([sys.argv[1]], make_agent=lambda m: Agent(be, method=m, chunk_size=64,
-             sampling=SamplingParams(max_new_tokens=32, seed=0)),
+    run_eval([sys.argv[1]], make_agent=lambda m: Agent(be, AgentConfig(method=m, chunk_size=64),
+             SamplingParams(max_new_tokens=32, seed=0)),
              methods=["rememr1", "memagent"], out_dir=sys.argv[3], config={{"backend": "scripted"}},
              concurrency=2, on_item=on_item)
 """)
@@ -93,62 +92,19 @@ def test_truncated_last_line_is_dropped_and_rerun(tmp_path):
     assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b"]
 
 
-def _line(method, length, pred, answers, error=None, response=None):
-    if response is None:
-        response = "" if error else f"so \\boxed{{{pred}}}"
-    return {"method": method, "length": length, "pred": pred, "answers": answers,
-            "response": response, "error": error, "seconds": 1.0, "prompt_tokens": 10,
-            "completion_tokens": 5}
+def test_retry_errors_drops_failed_lines(tmp_path):
+    from rememr1.eval import ResultFile
 
-
-def test_summary_strict_vs_official_and_table():
-    lines = [
-        _line("rememr1", "50", "Paris", ["paris"]),
-        _line("rememr1", "50", None, ["rome"], error="timeout"),
-        _line("rememr1", "50", "Lyon", ["Marseille", "Lyon"]),  # second alias only
-        _line("memagent", "100", "x", ["y"]),
-    ]
-    strict = {(r["method"], r["length"]): r for r in summarize(lines, mode="strict")}
-    official = {(r["method"], r["length"]): r for r in summarize(lines, mode="official")}
-    assert strict[("rememr1", "50")]["accuracy"] == pytest.approx(200 / 3)  # any alias counts
-    assert strict[("rememr1", "50")]["n"] == 3
-    assert official[("rememr1", "50")]["n"] == 2  # failure dropped
-    assert official[("rememr1", "50")]["accuracy"] == pytest.approx(50.0)  # first alias only
-    table = markdown_table(summarize(lines), "strict")
-    assert "| rememr1 |" in table and "66.7" in table and "strict" in table
-    assert table.splitlines()[0] == "| method | 50 | 100 |"  # lengths sorted numerically
-
-
-def test_report_files_agree_with_lines(tmp_path):
-    out = tmp_path / "run"
-    (out / "rememr1").mkdir(parents=True)
-    lines = [_line("rememr1", "4k", "Oslo", ["oslo"]), _line("rememr1", "16k", "Bergen", ["Tromso"])]
-    for i, line in enumerate(lines):
-        line["id"] = str(i)
-    (out / "rememr1" / "f.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    table, rows = write_report(out)
-    assert (out / "accuracy.png").stat().st_size > 1000
-    summary = json.loads((out / "summary.json").read_text())
-    assert {(r["length"], r["accuracy"]) for r in summary["rows"]} == {("4k", 100.0), ("16k", 0.0)}
-    assert table.splitlines()[0] == "| method | 4k | 16k |"
-
-
-def test_memory_diagnostics():
-    def rec(step, before, after, recalled=()):
-        return StepRecord(step=step, kind="memory", messages=[], reply="", finish_reason="stop",
-                          prompt_tokens=1, completion_tokens=1, seconds=0.0,
-                          memory_before=before, memory_after=after,
-                          recalled_in=[RecallHit(t, 0, 1.0) for t in recalled])
-
-    steps = [
-        rec(0, "", "Maren Isle built by Tolland Yard"),
-        rec(1, "Maren Isle built by Tolland Yard", "lens on the Maren Isle"),
-        rec(2, "lens on the Maren Isle", "lens on the Maren Isle",
-            recalled=["Maren Isle built by Tolland Yard"]),
-    ]
-    d = memory_diagnostics(steps, {"bridge_1": "Maren Isle", "answer": "Tolland Yard"})
-    assert d["bridge_1"] == {"name": "Maren Isle", "entered": 0, "at_end": True, "recalled_back": False}
-    assert d["answer"] == {"name": "Tolland Yard", "entered": 0, "at_end": False, "recalled_back": True}
+    p = tmp_path / "m" / "f.jsonl"
+    p.parent.mkdir()
+    p.write_text(json.dumps({"id": "a", "error": None}) + "\n" + json.dumps({"id": "b", "error": "timeout"}) + "\n")
+    rf = ResultFile(p)
+    assert rf.done == {"a", "b"}
+    rf.drop_errors()
+    assert rf.done == {"a"}
+    rf.write({"id": "b", "error": None})
+    rf.close()
+    assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b"]
 
 
 def test_eval_cli_errors(tmp_path):
@@ -194,28 +150,28 @@ def test_tiny_end_to_end_eval_with_builtin_model(tmp_path):
     assert (out / "report.md").read_text().strip() == table.strip()
 
 
-def test_retry_errors_drops_failed_lines(tmp_path):
-    from rememr1.eval import ResultFile
+def test_run_eval_returns_the_lines_it_wrote_and_found(tmp_path, scripted):
+    """The lines run_eval returns are the saved ones, in order; a rerun with nothing left
+    to do returns the same lines (found on disk) without running the model."""
+    from rememr1.agent import Agent, AgentConfig
+    from rememr1.backends.base import SamplingParams
+    from rememr1.eval import run_eval
 
-    p = tmp_path / "m" / "f.jsonl"
-    p.parent.mkdir()
-    p.write_text(json.dumps({"id": "a", "error": None}) + "\n" + json.dumps({"id": "b", "error": "timeout"}) + "\n")
-    rf = ResultFile(p)
-    assert rf.done == {"a", "b"}
-    rf.drop_errors()
-    assert rf.done == {"a"}
-    rf.write({"id": "b", "error": None})
-    rf.close()
-    assert [json.loads(x)["id"] for x in p.read_text().splitlines()] == ["a", "b"]
+    data = tmp_path / "eval_toy_50.json"
+    write_schema_d(data, 4)
+    be = scripted(lambda prompt, i: "<update>notes</update>" if "<section>" in prompt else "\\boxed{answer1}")
 
+    def go(**kw):
+        return run_eval([data], make_agent=lambda m: Agent(be, AgentConfig(method=m, chunk_size=64),
+                                                           SamplingParams(max_new_tokens=16, seed=0)),
+                        methods=["rememr1", "memagent"], out_dir=tmp_path / "run",
+                        config={"backend": "scripted"}, **kw)
 
-def test_steps_line_marks_well_formed_updates(scripted):
-    from rememr1.agent import Agent
-    from rememr1.eval import steps_line
-
-    replies = iter(["<update>kept one</update>", "no tags at all", "<update>a</update><update>b</update>",
-                    "<update>cut off", "\\boxed{x}"])
-    agent = Agent(scripted(lambda prompt, i: next(replies)), chunk_size=10)
-    result = agent.answer("word " * 8, "Which word?")
-    line = steps_line("id", result.steps, {})
-    assert [s["update_ok"] for s in line["steps"]] == [True, False, False, False, None]
+    first = go(limit=3)
+    saved = read_lines(tmp_path / "run")
+    assert sorted(json.dumps(x, sort_keys=True) for x in first) == sorted(json.dumps(x, sort_keys=True) for x in saved)
+    assert [(x["method"], x["id"]) for x in first] == [(m, f"q{i}") for m in ("rememr1", "memagent") for i in range(3)]
+    calls = len(be.requests)
+    assert go(limit=3) == first and len(be.requests) == calls  # nothing to do: found on disk
+    more = go()  # one more item per method; the first three are found, not rerun
+    assert len(more) == 8 and [x for x in more if x["id"] != "q3"] == first

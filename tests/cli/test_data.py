@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from rememr1.data.cli import app
+from rememr1.cli.data import app
 from rememr1.errors import InputError
 
 runner = CliRunner()
