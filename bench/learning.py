@@ -524,8 +524,14 @@ def plot_ladder(payload: dict) -> Path:
     ax2.set_title("training rollouts per step")
     ax2.set_xlabel("RL step")
     ax2.legend(fontsize=7)
+    return _save_figure(fig, "learning-ladder.png")
+
+
+def _save_figure(fig, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = RESULTS / "learning-ladder.png"
+    path = RESULTS / name
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -596,11 +602,7 @@ def plot(payload: dict) -> Path:
         ax.set_title(f"RL from SFT: {key.replace('_', ' ')}")
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = RESULTS / "learning.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, "learning.png")
 
 
 def cmd_speed(args) -> None:
