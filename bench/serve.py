@@ -107,7 +107,7 @@ def measure(args) -> dict:
     from rememr1.backends import load_backend
     from rememr1.backends.builtin import builtin_gguf_path
     from rememr1.backends.tokenization import load_tokenizer
-    from rememr1.cli import make_sampling
+    from rememr1.agent import get_method
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sim_port, port = _free_port(), _free_port()
@@ -127,7 +127,7 @@ def measure(args) -> dict:
         tok = load_tokenizer(builtin_gguf_path())
         work = items(max(args.items, args.latency_items), args.chunks, args.chunk_size, tok)
         be = load_backend("openai", base_url=sim_url, model="sim", concurrency=args.backend_concurrency)
-        agent = Agent(be, AgentConfig(chunk_size=args.chunk_size), make_sampling("rememr1", 64, 0.7, 0.95, 0))
+        agent = Agent(be, AgentConfig(chunk_size=args.chunk_size), get_method("rememr1").sampling(64, temperature=0.7, top_p=0.95, seed=0))
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
 
         def served(doc: str, q: str) -> str:

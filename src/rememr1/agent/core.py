@@ -64,7 +64,7 @@ class Agent:
 
             backend = load_backend("llamacpp")
         self.backend = backend
-        self.sampling = sampling or SamplingParams(max_new_tokens=self.method.default_max_new_tokens)
+        self.sampling = sampling or self.method.sampling()
         self.chunk_size = self._fit_chunk_size()
         self.spec = EpisodeSpec(
             config=config,

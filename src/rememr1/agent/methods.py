@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backends.base import SamplingParams
 from ..errors import InputError
 
 
@@ -24,6 +25,12 @@ class Method:
     query_from_question: bool = False  # rule-callback: the question is the query
     single_prompt: str | None = None  # "full" or "rag": no memory steps
     default_max_new_tokens: int = 1024
+
+    def sampling(self, max_new_tokens: int | None = None, **values) -> SamplingParams:
+        """Sampling settings with this method's token budget per step unless
+        `max_new_tokens` is given; `values` set the other `SamplingParams` fields. The one
+        place the per-method default is applied (ask, eval, serve, rollouts, validation)."""
+        return SamplingParams(max_new_tokens=max_new_tokens or self.default_max_new_tokens, **values)
 
     @property
     def trainable(self) -> bool:

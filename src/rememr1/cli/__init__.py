@@ -19,7 +19,7 @@ import sys
 import typer
 
 from ..errors import RememrError
-from .agent import ask, err, eval_cmd, make_sampling, read_document, serve, view
+from .agent import ask, err, eval_cmd, read_document, serve, view
 from .data import app as data_app
 from .train import sft, train
 
@@ -50,4 +50,4 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["app", "main", "make_sampling", "read_document"]
+__all__ = ["app", "main", "read_document"]

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from ..agent.config import AgentConfig
-from ..agent.methods import METHODS
+from ..agent.methods import METHODS, get_method
 from ..backends import BackendOptions
 from ..backends.base import SamplingParams
 from ..compat import AgentCompat
@@ -75,15 +75,6 @@ def build_agent(preset: str, agent: dict, compat: dict, **fields) -> AgentConfig
     return AgentConfig(compat=agent_compat(preset, training=False, **compat), **agent, **fields)
 
 
-def make_sampling(method: str, max_new_tokens=None, temperature: float = 0.7, top_p: float = 0.95,
-                  seed=None) -> SamplingParams:
-    """Sampling settings from command-line options; the token budget defaults per method."""
-    from ..agent import get_method
-
-    return SamplingParams(max_new_tokens=max_new_tokens or get_method(method).default_max_new_tokens,
-                          temperature=temperature, top_p=top_p, seed=seed)
-
-
 @config_options(**SHARED)
 def ask(
     document: str = typer.Argument(..., help="Document file, or - for standard input."),
@@ -102,7 +93,7 @@ def ask(
     from ..eval.lines import step_line
 
     cfg = build_agent(compat_preset, agent, compat)
-    sampling = make_sampling(cfg.method, **sampling)
+    sampling = get_method(cfg.method).sampling(**sampling)
     text = read_document(document, encoding)
     if not question.strip():
         raise InputError("the question is empty")
@@ -163,7 +154,7 @@ def eval_cmd(
     import dataclasses
     import glob
 
-    from ..agent import Agent, get_method
+    from ..agent import Agent
     from ..backends import DEFAULT_CONCURRENCY
     from ..compat import check_preset
     from ..eval import agent_record, default_scoring, run_eval
@@ -203,7 +194,7 @@ def eval_cmd(
 
     def make_agent(m: str) -> Agent:
         return Agent(be, config=dataclasses.replace(base, method=m),
-                     sampling=make_sampling(m, **sampling))
+                     sampling=get_method(m).sampling(**sampling))
 
     with be, StepProgress(0, console=err, disable=quiet, label="items") as progress:
         correct = [0, 0]
@@ -263,7 +254,7 @@ def serve(
     question, the messages before it the document (any length)."""
     import dataclasses
 
-    from ..agent import Agent, get_method
+    from ..agent import Agent
     from ..serve import ServeSettings, check_bind, create_app, run_server
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
@@ -279,7 +270,7 @@ def serve(
     be = BackendOptions(**opts["backend"], api_key=upstream_api_key).load()
     with be:
         agents = {m: Agent(be, config=dataclasses.replace(base, method=m),
-                           sampling=make_sampling(m, **opts["sampling"]))
+                           sampling=get_method(m).sampling(**opts["sampling"]))
                   for m in methods}
         app_ = create_app(agents, settings)
         err.print(f"serving {', '.join(methods)} with {be.model_name} at http://{host}:{port}/v1; Ctrl-C stops",

@@ -53,6 +53,19 @@ def _plain(tp: Any) -> Any:
     return tp
 
 
+def _param(name: str, info, tp: Any, default: Any, *, switch: bool = False,
+           show_default: bool = True) -> inspect.Parameter:
+    """The typer parameter of one flagged field: its flag (`--x/--no-x` for a `switch`),
+    short alias, help and panel; Optional when its default is None."""
+    decls = [f"{info.flag}/--no-{info.flag.removeprefix('--')}" if switch else info.flag]
+    if info.short:
+        decls.append(info.short)
+    if default is None and typing.get_origin(tp) is not typing.Union:
+        tp = Optional[tp]
+    opt = typer.Option(default, *decls, help=info.help, rich_help_panel=info.panel, show_default=show_default)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp)
+
+
 def params_of(cls, *, exclude: set[str] | frozenset[str] = frozenset()) -> list[inspect.Parameter]:
     """The typer parameters of `cls`'s fields that have a flag (see the module docstring)."""
     hints = typing.get_type_hints(cls)
@@ -60,24 +73,16 @@ def params_of(cls, *, exclude: set[str] | frozenset[str] = frozenset()) -> list[
     for f, info in documented_fields(cls):
         if info.flag is None or f.name in exclude:
             continue
+        if info.tristate:
+            out.append(_param(f.name, info, bool, None, switch=True, show_default=False))
+            continue
         if info.cli_default is not UNSET:
             default = info.cli_default
         elif f.default is not dataclasses.MISSING:
             default = f.default
         else:
             default = f.default_factory()
-        tp = _plain(hints[f.name])
-        decls = [info.flag]
-        extra: dict[str, Any] = {}
-        if info.tristate:
-            decls = [f"{info.flag}/--no-{info.flag.removeprefix('--')}"]
-            tp, default, extra["show_default"] = Optional[bool], None, False
-        if info.short:
-            decls.append(info.short)
-        if default is None and typing.get_origin(tp) is not typing.Union:
-            tp = Optional[tp]
-        opt = typer.Option(default, *decls, help=info.help, rich_help_panel=info.panel, **extra)
-        out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp))
+        out.append(_param(f.name, info, _plain(hints[f.name]), default))
     return out
 
 
@@ -136,14 +141,7 @@ def key_params(cls, *, exclude: set[str] | frozenset[str] = frozenset(),
             continue
         tp = _plain(tp)
         base = typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Union else tp
-        decls = [info.flag]
-        if base is bool:
-            decls = [f"{info.flag}/--no-{info.flag.removeprefix('--')}"]
-        if info.short:
-            decls.append(info.short)
-        opt = typer.Option(None, *decls, help=info.help, rich_help_panel=info.panel, show_default=False)
-        out.append((key, inspect.Parameter(key.replace(".", "__"), inspect.Parameter.KEYWORD_ONLY,
-                                           default=opt, annotation=Optional[base])))
+        out.append((key, _param(key.replace(".", "__"), info, base, None, switch=base is bool, show_default=False)))
     return out
 
 

@@ -47,14 +47,6 @@ TRAINABLE_METHODS = tuple(name for name, m in METHODS.items() if m.trainable)
 ENGINES = ("hf", "llamacpp")
 
 
-def method_sampling(method: str | None = None, **values) -> SamplingParams:
-    """`SamplingParams` whose token budget per step is the method's default
-    (`Method.default_max_new_tokens`, the one source `ask` and `eval` use too); `values`
-    set the other fields. `method` None: the default agent method."""
-    name = method or AgentConfig().method
-    return SamplingParams(**{"max_new_tokens": get_method(name).default_max_new_tokens, **values})
-
-
 @dataclass(kw_only=True)
 class RolloutConfig:
     """How episodes are sampled: G rollouts for each of `batch_size` questions per step,
@@ -76,7 +68,8 @@ class RolloutConfig:
 
     group_size: int = option(16, "Rollouts per question (G).", flag="--group-size", short="-G")
     batch_size: int = option(128, "Questions per step.", flag="--batch-size", short="-B")
-    sampling: SamplingParams = field(default_factory=lambda: method_sampling(temperature=1.0, top_p=1.0))
+    sampling: SamplingParams = field(
+        default_factory=lambda: get_method(AgentConfig().method).sampling(temperature=1.0, top_p=1.0))
     generation_batch_size: int = 64
     engine: str = option(
         "hf", "hf | llamacpp: what samples the rollouts. llamacpp (LoRA runs) exports the adapter to GGUF "
@@ -213,4 +206,4 @@ def collect_rollouts(
 
 
 __all__ = ["ENGINES", "Rollout", "RolloutConfig", "TRAINABLE_METHODS", "collect_rollouts",
-           "method_sampling", "policy_agent", "rollout_agent", "rollout_index", "trainable_steps"]
+           "policy_agent", "rollout_agent", "rollout_index", "trainable_steps"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..backends.base import SamplingParams
 from ..errors import require
-from .rollout import method_sampling
+from ..agent import AgentConfig, get_method
 
 
 @dataclass(kw_only=True)
@@ -30,7 +30,7 @@ class EvalConfig:
     """
 
     max_items: int | None = 64
-    sampling: SamplingParams = field(default_factory=method_sampling)
+    sampling: SamplingParams = field(default_factory=lambda: get_method(AgentConfig().method).sampling())
     batch_size: int = 64
     at_start: bool = False
 
